@@ -1,0 +1,1 @@
+"""The ``ogm`` command line: one module per command group."""

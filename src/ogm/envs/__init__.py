@@ -1,0 +1,1 @@
+"""ogm.envs: placeholder until the engine lands."""
