@@ -1,0 +1,101 @@
+"""Configs shared by every agent, and loading them from TOML with ``--set`` overrides."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ogm.data.recipe import DatasetRecipe
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config that does not validate, with every offending field named."""
+
+
+class CommonConfig(BaseModel):
+    """What every agent needs: where it acts, on what data, with which seed and device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env_id: str = "ogm/TomatoWatering-v0"
+    env_kwargs: dict[str, Any] = Field(default_factory=dict)
+    dataset: DatasetRecipe | str | None = None
+    seed: int = 0
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    num_envs: int = Field(16, gt=0)
+    eval_episodes: int = Field(20, ge=0)
+
+    def torch_device(self) -> torch.device:
+        """The device to compute on: ``auto`` picks CUDA when present, else CPU."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into a key path and a TOML-parsed value (strings left as is)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if not path:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return ``data`` with each ``key.path=value`` override set (nested tables created)."""
+    data = dict(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[path[-1]] = value
+    return data
+
+
+def validate_config(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
+    """Validate ``data`` as ``cls``; errors list each field path and what is wrong."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
+        ]
+        raise ConfigError(f"invalid {source} for {cls.__name__}:\n" + "\n".join(lines)) from None
+
+
+def load_config(
+    cls: type[C], path: Path | str | None = None, overrides: list[str] | None = None
+) -> C:
+    """Build a ``cls`` config from an optional TOML file plus ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path} is not valid TOML: {err}") from None
+        source = str(path)
+    return validate_config(cls, apply_overrides(data, overrides or []), source)
