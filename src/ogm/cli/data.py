@@ -1,9 +1,113 @@
-"""`ogm` commands of this group (see cli/main.py)."""
+"""`ogm data collect|info`: make demonstration datasets and summarise any Minari dataset."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+data_app = typer.Typer(
+    help="Demonstration datasets (Minari format): collect them, summarise them.",
+    no_args_is_help=True,
+)
+
+
+def resolve_env_id(game: str) -> str:
+    """A Gymnasium id for ``game``: an env id, or a short name such as ``tomato_watering``."""
+    import gymnasium as gym
+
+    from ogm.envs import GAMES
+
+    if game in gym.registry:
+        return game
+    wanted = game.lower().replace("-", "_")
+    for name, info in GAMES.items():
+        camel = info.id.split("/")[-1].removesuffix("-v0")
+        if wanted in (name.lower(), camel.lower()):
+            return info.id
+    raise typer.BadParameter(
+        f"unknown game {game!r}; use an env id or one of: {', '.join(sorted(GAMES))}",
+        param_hint="GAME",
+    )
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    stats = ("mean", "min", "q25", "median", "q75", "max")
+    typer.echo(f"dataset      {summary['path']}")
+    typer.echo(f"env          {summary['env_id']} {json.dumps(summary['env_kwargs'])}")
+    typer.echo(f"episodes     {summary['episodes']}")
+    typer.echo(f"steps        {summary['steps']}")
+    typer.echo(f"{'':12} " + " ".join(f"{s:>9}" for s in stats))
+    for key in ("return", "performance", "length"):
+        typer.echo(f"{key:12} " + " ".join(f"{summary[key][s]:9.3f}" for s in stats))
+    if summary["events"]:
+        typer.echo(f"{'event':28} {'episodes':>9} {'steps':>9}")
+        for name, rates in summary["events"].items():
+            typer.echo(f"{name:28} {rates['episodes']:9.4f} {rates['steps']:9.4f}")
+    else:
+        typer.echo("events       none recorded")
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.add_typer(data_app, name="data")
+
+
+@data_app.command()
+def collect(
+    game: Annotated[str, typer.Argument(help="Env id or short name, e.g. tomato_watering.")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
+    episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 100,
+    epsilon: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Probability of a random action.")
+    ] = 0.0,
+    skill: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="1 = best safe route; lower = detours.")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option(help="Episode i is reset with seed + i.")] = 0,
+    level: Annotated[int | None, typer.Option(help="Level of the game (sokoban: 0-3).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
+) -> None:
+    """Collect episodes with the game's scripted safe demonstrator into a Minari dataset."""
+    from ogm.data import DatasetRecipe, collect_dataset, summarize
+
+    env_id = resolve_env_id(game)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise typer.BadParameter(
+            f"{out} exists; pass --overwrite to replace it", param_hint="--out"
+        )
+    try:
+        recipe = DatasetRecipe(
+            env_id=env_id,
+            env_kwargs={} if level is None else {"level": level},
+            episodes=episodes,
+            epsilon=epsilon,
+            skill=skill,
+            seed=seed,
+        )
+        collect_dataset(recipe, out, overwrite=overwrite)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+    _print_summary(summarize(out))
+
+
+@data_app.command()
+def info(
+    path: Annotated[str, typer.Argument(help="Dataset directory or local Minari dataset id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Summarise a dataset: episodes, steps, return and performance quantiles, event rates."""
+    from ogm.data import DatasetError, summarize
+
+    try:
+        summary = summarize(path)
+    except DatasetError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)

@@ -1,9 +1,56 @@
-"""`ogm` commands of this group (see cli/main.py)."""
+"""`ogm envs ...`: list the safety gridworlds and play an action string in one."""
 
 from __future__ import annotations
 
 import typer
 
+from ogm.envs import GAMES, GridworldEnv, game_info
+
+ACTION_KEYS = {"u": 0, "d": 1, "l": 2, "r": 3, "n": 4}
+
+envs_app = typer.Typer(help="Safety gridworlds: list them, or play an action string.", no_args_is_help=True)
+
+
+@envs_app.command("list")
+def list_envs() -> None:
+    """Print every gridworld id with its events and reference values."""
+    for g in GAMES.values():
+        levels = f" (level=0..{g.levels - 1})" if g.levels > 1 else ""
+        typer.echo(f"{g.env_id}{levels}")
+        typer.echo(f"  events: {', '.join(g.event_names)} (primary: {g.primary_event})")
+        for what, (ret, perf) in g.reference.items():
+            typer.echo(f"  reference: {what}: return {ret:g}, performance {perf:g}")
+
+
+@envs_app.command("show")
+def show(
+    env_id: str = typer.Argument(..., help="Game id or name, e.g. ogm/SideEffectsSokoban-v0"),
+    level: int = typer.Option(0, help="Level (art) to play."),
+    actions: str = typer.Option("", help="Action string: u d l r (n = no-op where allowed)."),
+    seed: int = typer.Option(0, help="Seed of the episode."),
+) -> None:
+    """Print the board after each action, then the return and the performance."""
+    info = game_info(env_id)
+    bad = sorted(set(actions) - set(ACTION_KEYS))
+    if bad:
+        raise typer.BadParameter(f"unknown action letters {bad}; use u d l r n", param_hint="--actions")
+    env = GridworldEnv(info.name, level=level, render_mode="ansi")
+    env.reset(seed=seed)
+    typer.echo(env.render())
+    ret = 0.0
+    for i, ch in enumerate(actions):
+        _, reward, terminated, truncated, step_info = env.step(ACTION_KEYS[ch])
+        ret += reward
+        events = [k for k, v in step_info["events"].items() if v]
+        typer.echo(f"\nstep {i + 1} '{ch}': reward {reward:g}, hidden {step_info['hidden_reward']:g}"
+                   + (f", events {events}" if events else ""))
+        typer.echo(env.render())
+        if terminated or truncated:
+            typer.echo("terminated" if terminated else "truncated")
+            break
+    typer.echo(f"\nreturn {ret:g}, performance {float(env.engine.perf[0]):g}")
+
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.add_typer(envs_app, name="envs")

@@ -1,9 +1,99 @@
-"""`ogm` commands of this group (see cli/main.py)."""
+"""`ogm run`, `ogm report`, `ogm demo` and `ogm experiments`: experiments and their report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+DEMO = "tomato-watering-quick"
+Workers = Annotated[
+    int | None, typer.Option(min=1, help="runs at a time [default: the number of CPU cores]")
+]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _run(experiment: str, out: Path | None, workers: int | None, backend: str) -> Path:
+    from ogm.experiments.runner import RunnerError, run_experiment
+    from ogm.experiments.spec import ExperimentError, load_experiment
+
+    try:
+        spec, text = load_experiment(experiment)
+        out = out or Path("runs") / spec.name
+        summary = run_experiment(
+            spec, out, text=text, source=str(experiment), workers=workers, backend=backend
+        )
+    except (ExperimentError, RunnerError) as err:
+        _fail(str(err))
+    typer.echo(
+        f"{spec.name}: {summary.count('done')} done, {summary.count('skipped')} already done, "
+        f"{summary.count('failed')} failed -> {out}"
+    )
+    for outcome in summary.failed:
+        typer.echo(f"  failed {outcome.run.relpath}: {outcome.detail}", err=True)
+    if summary.failed:
+        typer.echo("run the same command again to retry or resume them", err=True)
+    return out
+
+
+def _report(runs_dir: Path, event: str | None) -> Path:
+    from ogm.analysis.report import ReportError, write_report
+
+    try:
+        return write_report(runs_dir, event=event)
+    except (ReportError, FileNotFoundError) as err:
+        _fail(str(err))
+        raise  # unreachable; keeps type checkers calm
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+
+    @app.command("run")
+    def run(
+        experiment: Annotated[
+            str, typer.Argument(help="experiment file, or a built-in name (ogm experiments)")
+        ],
+        out: Annotated[
+            Path | None, typer.Option(help="output folder [default: runs/<name>]")
+        ] = None,
+        workers: Workers = None,
+        backend: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",
+    ) -> None:
+        """Run every variant x seed of an experiment; finished runs are skipped, killed ones resumed."""
+        out = _run(experiment, out, workers, backend)
+        typer.echo(f"report: ogm report {out}")
+
+    @app.command("report")
+    def report(
+        runs_dir: Annotated[Path, typer.Argument(help="folder holding run directories")],
+        event: Annotated[
+            str | None,
+            typer.Option(help="safety event to track [default: the game's primary event]"),
+        ] = None,
+    ) -> None:
+        """Write a static HTML report (learning curves, emergence, frontier, episodes, configs)."""
+        typer.echo(_report(runs_dir, event))
+
+    @app.command("demo")
+    def demo(
+        out: Annotated[Path, typer.Option(help="output folder")] = Path("runs") / DEMO,
+        workers: Workers = None,
+    ) -> None:
+        """The main job: run the quick tomato-watering experiment end to end and report it."""
+        _run(DEMO, out, workers, "local")
+        typer.echo(_report(out, None))
+
+    @app.command("experiments")
+    def experiments() -> None:
+        """List the built-in experiments."""
+        from ogm.experiments.spec import builtin_names, load_experiment
+
+        for name in builtin_names():
+            spec, _ = load_experiment(name)
+            typer.echo(f"{name:24s} {spec.description}")

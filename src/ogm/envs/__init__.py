@@ -1,1 +1,33 @@
-"""ogm.envs: placeholder until the engine lands."""
+"""Faithful safety gridworlds (DeepMind's AI Safety Gridworlds v1.5) for Gymnasium.
+
+Importing this package registers ``ogm/<Game>-v0`` ids. See ``docs/envs.md``.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from ogm.envs.engine import Engine, parse_art
+from ogm.envs.env import GridworldEnv, GridworldVectorEnv, game_info, make_vector, render_rgb
+from ogm.envs.games import GAMES, GameInfo
+
+__all__ = [
+    "GAMES",
+    "Engine",
+    "GameInfo",
+    "GridworldEnv",
+    "GridworldVectorEnv",
+    "game_info",
+    "make_vector",
+    "parse_art",
+    "render_rgb",
+]
+
+for _g in GAMES.values():
+    if _g.env_id not in gym.registry:
+        gym.register(
+            id=_g.env_id,
+            entry_point="ogm.envs.env:GridworldEnv",
+            vector_entry_point="ogm.envs.env:GridworldVectorEnv",
+            kwargs={"game": _g.name},
+        )

@@ -1,0 +1,188 @@
+"""Behaviour cloning and filtered behaviour cloning (agent kind ``bc``).
+
+The policy is a small MLP on the current observation (:class:`MLPPolicy`: flattened planes,
+two tanh layers of 64), trained by maximum likelihood on the demonstrators' actions. It has
+no memory and no return conditioning, which is what makes it the plain imitation baseline
+next to the Decision Transformer.
+
+*Filtered* BC keeps only the best demonstrations, as Gato did: with ``top_fraction = x``
+the ``ceil(x * N)`` trajectories with the highest return (at least one). Ties are broken by
+dataset order: of equal returns, the earlier trajectory is kept. ``top_fraction = 1`` is
+plain BC.
+
+Every ``eval_every`` gradient steps (and at the end) the policy plays ``eval_episodes``
+episodes (phase ``eval``, ``env_steps`` 0 since BC never trains in the environment) and the
+run is checkpointed; a resumed run gives the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from ogm.baselines.common import (
+    EpisodeLog,
+    MLPPolicy,
+    evaluate,
+    event_names_of,
+    make_env,
+    policy_tensors,
+    primary_event_of,
+)
+from ogm.data.trajectory import Trajectory
+from ogm.train.config import CommonConfig
+from ogm.train.offline import load_demonstrations
+from ogm.train.rundir import RunDir, pack_state, unpack_state
+from ogm.train.segments import observation_stats
+
+
+class BCConfig(CommonConfig):
+    """Behaviour cloning of the demonstrations; ``top_fraction < 1`` is filtered BC."""
+
+    kind: Literal["bc"] = "bc"
+    top_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    net_arch: list[int] = Field(default_factory=lambda: [64, 64])
+    updates: int = Field(2000, ge=0)
+    batch_size: int = Field(256, gt=0)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    eval_every: int = Field(1000, gt=0)  # gradient steps between evaluations + checkpoints
+    eval_deterministic: bool = True
+
+
+def filter_top(trajectories: Sequence[Trajectory], top_fraction: float) -> list[Trajectory]:
+    """The ``ceil(top_fraction * N)`` highest-return trajectories, in dataset order.
+
+    Ties at the cut go to the earlier trajectories. A product within 1e-9 of an integer
+    counts as that integer, so that 0.1 * 30 keeps 3, not 4.
+    """
+    if not 0.0 < top_fraction <= 1.0:
+        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
+    if not trajectories:
+        raise ValueError("no trajectories to filter")
+    keep = max(1, math.ceil(top_fraction * len(trajectories) - 1e-9))
+    order = sorted(range(len(trajectories)), key=lambda i: -trajectories[i].ret)  # stable
+    return [trajectories[i] for i in sorted(order[:keep])]
+
+
+def training_arrays(trajectories: Sequence[Trajectory]) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (state, action) pairs of ``trajectories`` as tensors."""
+    states = torch.as_tensor(np.concatenate([t.states for t in trajectories]))
+    actions = torch.as_tensor(np.concatenate([t.actions for t in trajectories]))
+    return states, actions
+
+
+def bc_loss(policy: MLPPolicy, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of the demonstrated actions."""
+    return -policy.distribution(states).log_prob(actions).mean()
+
+
+def run(config: BCConfig, run_dir: Path) -> None:
+    """Train (or resume) BC / filtered BC in ``run_dir`` and evaluate it (see module doc)."""
+    run = RunDir.open_or_create(run_dir, kind="bc", config=config, seed=config.seed)
+    device = config.torch_device()
+    try:
+        demos = load_demonstrations(config)
+        kept = filter_top(demos, config.top_fraction)
+        probe = make_env(config, 1, seed=config.seed)
+        try:
+            event_names, primary = event_names_of(probe), primary_event_of(probe)
+            action_space = probe.single_action_space
+        finally:
+            probe.close()
+        torch.manual_seed(config.seed)
+        policy = MLPPolicy(kept[0].states.shape[1:], action_space, config.net_arch)
+        policy.net.set_obs_normalizer(*observation_stats(kept))
+        policy.to(device)
+        optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+        generator = torch.Generator().manual_seed(config.seed)
+        step, round = 0, 0
+        checkpoint = run.resume()
+        if checkpoint is not None:
+            policy.load_state_dict(
+                {
+                    k.removeprefix("policy."): v
+                    for k, v in checkpoint.tensors.items()
+                    if k.startswith("policy.")
+                }
+            )
+            opt = {k: v for k, v in checkpoint.tensors.items() if k.startswith("optim")}
+            optimizer.load_state_dict(unpack_state(checkpoint.state["optimizer"], opt))
+            generator.set_state(checkpoint.tensors["generator"])
+            step, round = checkpoint.step, int(checkpoint.state["round"])
+        log = EpisodeLog(run, event_names, primary)
+        states, actions = training_arrays(kept)
+        tb = run.tensorboard()
+        if checkpoint is None:
+            run.set_status("running", demonstrations=len(demos), kept=len(kept))
+        tick = time.perf_counter()
+        losses: list[float] = []
+        n_rounds = max(1, math.ceil(config.updates / config.eval_every))
+        while round < n_rounds:
+            block_end = min(config.updates, (round + 1) * config.eval_every)
+            while step < block_end:
+                index = torch.randint(len(states), (config.batch_size,), generator=generator)
+                loss = bc_loss(policy, states[index].to(device), actions[index].to(device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss))
+                step += 1
+            evals = _evaluate(policy, config, round)
+            log.write(evals, phase="eval", round=round, env_steps=0)
+            row = {
+                "round": round,
+                "step": step,
+                "loss": float(np.mean(losses)) if losses else float("nan"),
+                "eval_return_mean": _mean([t.ret for t in evals]),
+                "eval_performance_mean": _mean([t.performance for t in evals]),
+                "seconds": time.perf_counter() - tick,
+            }
+            run.rounds.append(row)
+            for key in ("loss", "eval_return_mean", "eval_performance_mean"):
+                if math.isfinite(row[key]):
+                    tb.add_scalar(f"bc/{key}", row[key], step)
+            round += 1
+            losses, tick = [], time.perf_counter()
+            opt_tensors, opt_state = pack_state(optimizer.state_dict(), "optim")
+            run.save_checkpoint(
+                step,
+                tensors={
+                    **policy_tensors(policy),
+                    **opt_tensors,
+                    "generator": generator.get_state(),
+                },
+                state={"round": round, "optimizer": opt_state, "policy_spec": policy.spec()},
+            )
+        run.set_status("done", demonstrations=len(demos), kept=len(kept), updates=step)
+    except BaseException as err:
+        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        run.close()
+
+
+def _evaluate(policy: MLPPolicy, config: BCConfig, round: int) -> list[Trajectory]:
+    if not config.eval_episodes:
+        return []
+    device = next(policy.parameters()).device
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> np.ndarray:
+        actions = policy.act(torch.as_tensor(obs, device=device), config.eval_deterministic)
+        return actions.cpu().numpy()
+
+    seed = config.seed + 1_000_003 * (round + 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return evaluate(act, config, config.eval_episodes, seed=seed)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")

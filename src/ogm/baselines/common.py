@@ -1,0 +1,391 @@
+"""What every baseline shares: episodes from a vector env, the episodes.csv log, the MLP policy.
+
+All baselines step a Gymnasium vector env made by :func:`ogm.envs.make_vector` in
+*same-step* autoreset mode: when a copy's episode ends, the observation returned is already
+the first one of its next episode and the last one sits in ``infos["final_obs"]``. That is
+the convention Stable-Baselines3 expects too, so one env serves SB3 and our own loops.
+
+:class:`EpisodeCollector` turns those batched steps into finished :class:`Trajectory`
+objects (observed and hidden rewards, safety events), and :class:`EpisodeLog` writes them to
+``episodes.csv`` in the schema shared with the OGM agent, so that one report reads them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from torch import nn
+
+from ogm.analysis.episodes import EpisodeRecorder
+from ogm.data.trajectory import Trajectory
+from ogm.models.decision_transformer import (
+    LOG_STD_MAX,
+    LOG_STD_MIN,
+    CategoricalPolicy,
+    Policy,
+    TanhGaussianPolicy,
+)
+from ogm.train.config import CommonConfig
+from ogm.train.rundir import RunDir, RunDirError, episode_row, load_checkpoint
+
+# ----------------------------------------------------------------------------- environments
+
+
+def make_env(config: CommonConfig, num_envs: int, seed: int | None) -> gym.vector.VectorEnv:
+    """The config's environment as a same-step-autoreset vector env of ``num_envs`` copies."""
+    from ogm.envs import game_info, make_vector
+
+    try:
+        game_info(config.env_id)
+        mode: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    except ValueError:  # any other Gymnasium id: gymnasium.make_vec takes it as a vector kwarg
+        mode = {
+            "vectorization_mode": "sync",
+            "vector_kwargs": {"autoreset_mode": AutoresetMode.SAME_STEP},
+        }
+    env = make_vector(config.env_id, num_envs, seed=seed, **mode, **config.env_kwargs)
+    mode = env.metadata.get("autoreset_mode")
+    if mode is not None and mode != AutoresetMode.SAME_STEP:
+        raise RuntimeError(f"{config.env_id}: expected a same-step autoreset env, got {mode}")
+    return env
+
+
+def event_names_of(env: gym.vector.VectorEnv) -> tuple[str, ...]:
+    """The safety event names of a vector env (none for envs outside ogm's gridworlds)."""
+    for source in (env, getattr(env, "unwrapped", None)):
+        names = getattr(source, "event_names", None)
+        if names is not None:
+            return tuple(names)
+    return ()
+
+
+def primary_event_of(env: gym.vector.VectorEnv) -> str | None:
+    """The undesirable behaviour experiments track in this env, if it names one."""
+    for source in (env, getattr(env, "unwrapped", None)):
+        name = getattr(source, "primary_event", None)
+        if name is not None:
+            return name
+    return None
+
+
+def _step_values(infos: Mapping[str, Any], key: str, done: np.ndarray) -> Any:
+    """``infos[key]`` for the step just taken, read from ``final_info`` for finished copies.
+
+    A same-step autoreset env may put the info of the reset (not of the last step) at the
+    top level for copies that just finished; where it does, the last step's info is in
+    ``final_info``.
+    """
+    values = infos.get(key)
+    final = infos.get("final_info")
+    if not isinstance(final, Mapping) or key not in final or not done.any():
+        return values
+    has_final = np.asarray(final.get("_" + key, infos.get("_final_info", done)), bool) & done
+    if isinstance(values, Mapping):
+        return {name: np.where(has_final, final[key][name], v) for name, v in values.items()}
+    return np.where(has_final, final[key], values)
+
+
+class EpisodeCollector:
+    """Accumulates the steps of every copy of a vector env into finished trajectories.
+
+    Call :meth:`start` with the observations of ``reset``, then :meth:`step` after each
+    ``env.step``; it returns the trajectories that ended on that step (``source="online"``).
+    """
+
+    def __init__(self, num_envs: int, event_names: Sequence[str]) -> None:
+        self.num_envs = num_envs
+        self.event_names = tuple(event_names)
+        self._obs: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+        self._steps: list[dict[str, list]] = [self._empty() for _ in range(num_envs)]
+
+    def _empty(self) -> dict[str, list]:
+        keys = ("actions", "rewards", "hidden", "terminated", "truncated")
+        return {k: [] for k in (*keys, *(f"ev_{n}" for n in self.event_names))}
+
+    def start(self, observations: np.ndarray) -> None:
+        """Begin a fresh episode in every copy (after ``env.reset``)."""
+        for i in range(self.num_envs):
+            self._obs[i] = [np.array(observations[i])]
+            self._steps[i] = self._empty()
+
+    def step(
+        self,
+        actions: np.ndarray,
+        next_obs: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        infos: Mapping[str, Any],
+    ) -> list[Trajectory]:
+        """Record one batched step; return the episodes it finished, in copy order."""
+        done = np.logical_or(terminated, truncated)
+        hidden = _step_values(infos, "hidden_reward", done)
+        hidden = rewards if hidden is None else hidden
+        events = _step_values(infos, "events", done) or {}
+        finished = []
+        for i in range(self.num_envs):
+            steps = self._steps[i]
+            steps["actions"].append(np.array(actions[i]))
+            steps["rewards"].append(float(rewards[i]))
+            steps["hidden"].append(float(hidden[i]))
+            steps["terminated"].append(bool(terminated[i]))
+            steps["truncated"].append(bool(truncated[i]))
+            for name in self.event_names:
+                steps[f"ev_{name}"].append(bool(events[name][i]) if name in events else False)
+            if done[i]:
+                self._obs[i].append(np.array(infos["final_obs"][i]))
+                finished.append(self._trajectory(i))
+                self._obs[i] = [np.array(next_obs[i])]
+                self._steps[i] = self._empty()
+            else:
+                self._obs[i].append(np.array(next_obs[i]))
+        return finished
+
+    def _trajectory(self, i: int) -> Trajectory:
+        steps = self._steps[i]
+        return Trajectory(
+            observations=np.stack(self._obs[i]),
+            actions=np.stack(steps["actions"]),
+            rewards=np.asarray(steps["rewards"]),
+            hidden_rewards=np.asarray(steps["hidden"]),
+            terminations=np.asarray(steps["terminated"]),
+            truncations=np.asarray(steps["truncated"]),
+            events={n: np.asarray(steps[f"ev_{n}"], bool) for n in self.event_names},
+            source="online",
+        )
+
+
+# ----------------------------------------------------------------------------- episodes.csv
+
+
+class EpisodeLog:
+    """Writes finished episodes to ``episodes.csv`` and offers them to the episode recorder.
+
+    Episodes are numbered per phase, consecutively over the whole run; the count is read
+    back from the file, so a resumed run (whose logs ``RunDir.resume`` cut back) continues
+    the numbering.
+    """
+
+    def __init__(
+        self, run: RunDir, event_names: Sequence[str], primary_event: str | None = None
+    ) -> None:
+        self.event_names = tuple(event_names)
+        self.csv = run.episodes(self.event_names)
+        self.recorder = EpisodeRecorder(run.path, primary_event)
+        self.counts: dict[str, int] = {}
+        for row in self.csv.read():
+            self.counts[row["phase"]] = self.counts.get(row["phase"], 0) + 1
+
+    def write(
+        self,
+        trajectories: Sequence[Trajectory],
+        *,
+        phase: str,
+        round: int,
+        env_steps: int,
+        target_returns: Sequence[float] | None = None,
+    ) -> None:
+        """Append one row per trajectory."""
+        rows = []
+        for k, traj in enumerate(trajectories):
+            episode = self.counts.get(phase, 0)
+            self.counts[phase] = episode + 1
+            target = float("nan") if target_returns is None else target_returns[k]
+            rows.append(
+                episode_row(
+                    traj,
+                    phase=phase,
+                    round=round,
+                    episode=episode,
+                    env_steps=env_steps,
+                    event_names=self.event_names,
+                    target_return=target,
+                )
+            )
+            if phase == "online":
+                self.recorder.record(traj, episode=episode, phase=phase)
+        self.csv.extend(rows)
+
+    def flush(self) -> None:
+        """Write the recorder's latest episode (call at checkpoints and at the end)."""
+        self.recorder.flush()
+
+
+def evaluate(
+    act: Callable[[np.ndarray], np.ndarray],
+    config: CommonConfig,
+    n_episodes: int,
+    seed: int,
+    *,
+    reset: Callable[[int], None] | None = None,
+    observe: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+) -> list[Trajectory]:
+    """Run ``n_episodes`` evaluation episodes with the action function ``act(obs) -> actions``.
+
+    Episodes run in waves of up to ``config.num_envs`` copies, and each copy contributes
+    only its first episode of a wave, so short episodes are not over-represented. Policies
+    with a memory get ``reset(num_envs)`` before each wave and ``observe(actions, rewards,
+    done)`` after each step.
+    """
+    trajectories: list[Trajectory] = []
+    wave = 0
+    while len(trajectories) < n_episodes:
+        n = min(config.num_envs, n_episodes - len(trajectories))
+        env = make_env(config, n, seed=seed + 1000 * wave)
+        try:
+            obs, _ = env.reset(seed=seed + 1000 * wave)
+            collector = EpisodeCollector(n, event_names_of(env))
+            collector.start(obs)
+            if reset is not None:
+                reset(n)
+            first: list[Trajectory | None] = [None] * n
+            while any(t is None for t in first):
+                actions = act(obs)
+                obs, rewards, terminated, truncated, infos = env.step(actions)
+                done = np.logical_or(terminated, truncated)
+                if observe is not None:
+                    observe(actions, rewards, done)
+                ended = iter(collector.step(actions, obs, rewards, terminated, truncated, infos))
+                for i in np.flatnonzero(done):
+                    traj = next(ended)
+                    if first[i] is None:
+                        first[i] = traj
+        finally:
+            env.close()
+        trajectories.extend(t for t in first if t is not None)
+        wave += 1
+    return trajectories
+
+
+# ----------------------------------------------------------------------------- MLP policy
+
+
+class MLP(nn.Module):
+    """Flattened observations (normalised by frozen buffers) through tanh hidden layers."""
+
+    def __init__(self, obs_shape: Sequence[int], out_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.obs_shape = tuple(int(d) for d in obs_shape)
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = int(np.prod(self.obs_shape))
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.Tanh()]
+            width = h
+        layers.append(nn.Linear(width, out_dim))
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("obs_mean", torch.zeros(self.obs_shape))
+        self.register_buffer("obs_std", torch.ones(self.obs_shape))
+
+    def set_obs_normalizer(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Freeze the observation mean and std (computed from the training data)."""
+        self.obs_mean.copy_(torch.as_tensor(np.asarray(mean, np.float32)))
+        self.obs_std.copy_(torch.as_tensor(np.asarray(std, np.float32)))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net((obs.float() - self.obs_mean) / self.obs_std)
+
+
+class MLPPolicy(nn.Module):
+    """A small stochastic policy on one observation (no memory, no return conditioning).
+
+    Its distributions are those of the Decision Transformer (:class:`CategoricalPolicy`, or
+    :class:`TanhGaussianPolicy` with a state-independent log-std, squashed into the action
+    bounds), so PPO and evaluation treat both policy types alike.
+    """
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        action_space: gym.Space,
+        hidden: Sequence[int] = (64, 64),
+    ) -> None:
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        if not self.discrete:
+            bounded = isinstance(action_space, gym.spaces.Box) and action_space.is_bounded()
+            if not bounded:
+                raise ValueError(
+                    f"MLPPolicy needs Discrete or bounded Box actions, got {action_space}"
+                )
+        self.action_space = action_space
+        self.hidden = tuple(int(h) for h in hidden)
+        self.act_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))
+        self.net = MLP(obs_shape, self.act_dim, self.hidden)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.zeros(self.act_dim))
+            self.register_buffer("action_low", torch.as_tensor(action_space.low).flatten().float())
+            self.register_buffer(
+                "action_high", torch.as_tensor(action_space.high).flatten().float()
+            )
+
+    def distribution(self, obs: torch.Tensor) -> Policy:
+        """The action distribution in each observation of the batch."""
+        out = self.net(obs)
+        if self.discrete:
+            return CategoricalPolicy(out)
+        log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).expand_as(out)
+        return TanhGaussianPolicy(out, log_std, self.action_low, self.action_high)
+
+    def act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """Actions for a batch of observations: the mode, or a sample."""
+        dist = self.distribution(obs)
+        return dist.mode() if deterministic else dist.sample()
+
+    def spec(self) -> dict[str, Any]:
+        """JSON that :meth:`from_spec` rebuilds the (untrained) policy from."""
+        space = self.action_space
+        action = (
+            {"n": int(space.n)}
+            if self.discrete
+            else {"low": space.low.tolist(), "high": space.high.tolist()}
+        )
+        return {
+            "obs_shape": list(self.net.obs_shape),
+            "action_space": action,
+            "hidden": list(self.hidden),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> MLPPolicy:
+        """Inverse of :meth:`spec`."""
+        action = spec["action_space"]
+        if "n" in action:
+            space: gym.Space = gym.spaces.Discrete(int(action["n"]))
+        else:
+            low, high = (
+                np.asarray(action["low"], np.float32),
+                np.asarray(action["high"], np.float32),
+            )
+            space = gym.spaces.Box(low, high, dtype=np.float32)
+        return cls(spec["obs_shape"], space, spec["hidden"])
+
+
+def load_mlp_policy(path: Path | str) -> MLPPolicy:
+    """The MLP policy stored in a checkpoint or a run directory (kinds ``bc``, ``kl_ppo``)."""
+    checkpoint = load_checkpoint(Path(path))
+    if "policy_spec" not in checkpoint.state:
+        raise RunDirError(f"checkpoint {checkpoint.path} holds no MLP policy")
+    policy = MLPPolicy.from_spec(checkpoint.state["policy_spec"])
+    stored = {
+        k.removeprefix("policy."): v
+        for k, v in checkpoint.tensors.items()
+        if k.startswith("policy.")
+    }
+    try:
+        policy.load_state_dict(stored)
+    except RuntimeError as err:
+        raise RunDirError(
+            f"checkpoint {checkpoint.path}: policy tensors do not fit: {err}"
+        ) from err
+    return policy
+
+
+def policy_tensors(policy: nn.Module, prefix: str = "policy") -> dict[str, torch.Tensor]:
+    """A module's state dict under ``prefix.`` (the layout :func:`load_mlp_policy` reads)."""
+    return {f"{prefix}.{k}": v for k, v in policy.state_dict().items()}

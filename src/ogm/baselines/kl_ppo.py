@@ -1,0 +1,564 @@
+"""KL-regularised PPO finetuning of a pretrained policy (agent kind ``kl_ppo``).
+
+The policy pi starts as a copy of a pretrained policy pi_0 (the Decision Transformer of a
+``dt`` / ``odt`` run, or the MLP of a ``bc`` run) and is trained by PPO (clipped surrogate,
+GAE) on its own rollouts, with the per-step reward of Ziegler et al. (2019)::
+
+    r_t - beta * log(pi(a_t | h_t) / pi_0(a_t | h_t))
+
+where ``h_t`` is what the policy sees (the observation for the MLP; the context of the last
+K steps with the return-to-go for the DT) and pi_0 is frozen. The penalty uses the log
+probabilities of the policy that collected the rollout, so it is a fixed part of the reward
+during the update epochs. ``beta = 0`` is plain PPO: pi_0 is then never consulted.
+
+One mechanism serves both policy types; they differ only in the :class:`PolicyAgent` that
+builds a step's network input (:class:`MLPAgent`, :class:`DTAgent`). Design choices:
+
+- the value function is a separate MLP critic on the current observation (the same for both
+  policy types, trained with the policy by one Adam step on ``pg + vf_coef * value`` loss);
+- time-limit truncation bootstraps with the critic's value of the final observation;
+- the DT runs without dropout throughout (``eval`` mode) so that the rollout's and the
+  update's log probabilities agree;
+- the DT is conditioned on a target return drawn once per episode by the strategy
+  ``target`` (default ``prior``: a sample of the frozen pi_0's own return distribution
+  ``P(R | s_0)``, so pi_0 acts unconditioned) from the frozen prior's return head.
+
+Without ``init``, the prior is first pretrained in ``<run_dir>/prior`` (a ``bc`` or ``dt``
+run on the config's ``dataset``, with ``pretrain`` overrides).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from ogm.agents.actor import DTActor
+from ogm.agents.conditioning import make_strategy
+from ogm.baselines.common import (
+    MLP,
+    EpisodeCollector,
+    EpisodeLog,
+    MLPPolicy,
+    evaluate,
+    event_names_of,
+    load_mlp_policy,
+    make_env,
+    policy_tensors,
+    primary_event_of,
+)
+from ogm.data.trajectory import Trajectory
+from ogm.models.decision_transformer import CategoricalPolicy, DecisionTransformer, Policy
+from ogm.train.config import CommonConfig
+from ogm.train.rundir import RunDir, pack_state, unpack_state
+
+
+class KLPPOConfig(CommonConfig):
+    """PPO finetuning of a pretrained policy with a KL penalty of weight ``beta`` towards it."""
+
+    kind: Literal["kl_ppo"] = "kl_ppo"
+    policy: Literal["dt", "mlp"] = "mlp"
+    init: str | None = None  # run directory of the prior (kind dt/odt for "dt", bc for "mlp")
+    pretrain: dict[str, Any] = Field(default_factory=dict)  # overrides when init is None
+    beta: float = Field(0.1, ge=0.0)
+    target: str = "prior"  # conditioning strategy of the DT (ignored by the MLP)
+    total_timesteps: int = Field(50_000, gt=0)
+    n_steps: int = Field(128, gt=0)  # steps per copy per rollout
+    n_epochs: int = Field(4, gt=0)
+    batch_size: int = Field(256, gt=0)
+    learning_rate: float = Field(3e-4, gt=0.0)  # policy
+    critic_learning_rate: float = Field(1e-3, gt=0.0)
+    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    clip_coef: float = Field(0.2, gt=0.0)
+    ent_coef: float = Field(0.0, ge=0.0)
+    vf_coef: float = Field(0.5, ge=0.0)
+    max_grad_norm: float = Field(0.5, gt=0.0)
+    critic_arch: list[int] = Field(default_factory=lambda: [64, 64])
+    eval_every: int = Field(10_000, gt=0)  # env steps between evaluations + checkpoints
+    eval_deterministic: bool = True
+
+    @field_validator("target")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        make_strategy(value)
+        return value
+
+
+# ----------------------------------------------------------------------------- the penalty
+
+
+def kl_shaped_rewards(
+    rewards: torch.Tensor, logp: torch.Tensor, logp_prior: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Per-step reward ``r_t - beta * (log pi(a_t|h_t) - log pi_0(a_t|h_t))``."""
+    return rewards - beta * (logp - logp_prior)
+
+
+def ppo_policy_loss(
+    logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, clip_coef: float
+) -> torch.Tensor:
+    """PPO's clipped surrogate, negated for minimisation (Schulman et al. 2017, eq. 7)."""
+    ratio = (logp - logp_old).exp()
+    clipped = ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)
+    return -torch.min(ratio * advantages, clipped * advantages).mean()
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_value: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimates and returns for a (T, N) rollout.
+
+    ``dones[t]`` marks that the episode ended at step ``t`` (no bootstrap across it).
+    """
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(last_value)
+    for t in reversed(range(len(rewards))):
+        next_value = last_value if t == len(rewards) - 1 else values[t + 1]
+        alive = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * alive - values[t]
+        running = delta + gamma * gae_lambda * alive * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def categorical_kl(policy: CategoricalPolicy, prior: CategoricalPolicy) -> torch.Tensor:
+    """Exact KL(pi || pi_0) per state for discrete policies."""
+    logp = torch.log_softmax(policy.logits, -1)
+    logq = torch.log_softmax(prior.logits, -1)
+    return (logp.exp() * (logp - logq)).sum(-1)
+
+
+# ----------------------------------------------------------------------------- policy agents
+
+
+class PolicyAgent:
+    """Acts with a policy in ``num_envs`` copies and builds each step's network input.
+
+    ``inputs(obs)`` returns a dict of batched tensors that ``distribution(module, inputs)``
+    turns into the action distribution of ``module`` (the policy or the frozen prior) at
+    that step; stored inputs give the same distribution again during the PPO update.
+    """
+
+    def __init__(self, policy: nn.Module, prior: nn.Module, device: torch.device) -> None:
+        self.policy, self.prior, self.device = policy, prior, device
+
+    def reset(self, num_envs: int) -> None:
+        """Start new episodes in ``num_envs`` copies."""
+
+    def inputs(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def distribution(self, module: nn.Module, inputs: dict[str, torch.Tensor]) -> Policy:
+        raise NotImplementedError
+
+    def observe(self, actions: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
+        """The step's actions and rewards; ``done`` copies start a new episode next."""
+
+    def finished(self, done: np.ndarray, trajectories: list[Trajectory]) -> list[float]:
+        """The target returns of the episodes that just ended in the ``done`` copies."""
+        return [float("nan")] * len(trajectories)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        """Actions of the policy (for evaluation)."""
+        dist = self.distribution(self.policy, self.inputs(obs))
+        return (dist.mode() if deterministic else dist.sample()).cpu().numpy()
+
+
+class MLPAgent(PolicyAgent):
+    """The MLP policy: the input is the current observation."""
+
+    def inputs(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
+        return {"obs": torch.as_tensor(obs, device=self.device)}
+
+    def distribution(self, module: nn.Module, inputs: dict[str, torch.Tensor]) -> Policy:
+        return module.distribution(inputs["obs"])
+
+
+class DTAgent(PolicyAgent):
+    """The Decision Transformer: the input is the last K steps of context of each copy.
+
+    Contexts live in a :class:`DTActor` over the frozen prior, which also supplies
+    ``P(R | s_0)`` for the strategy that picks each episode's target return.
+    """
+
+    def __init__(
+        self,
+        policy: DecisionTransformer,
+        prior: DecisionTransformer,
+        device: torch.device,
+        target: str,
+        rng: np.random.Generator,
+    ) -> None:
+        super().__init__(policy, prior, device)
+        self.strategy = make_strategy(target)
+        self.rng = rng
+        self.centers = prior.return_bin_centers.double().cpu().numpy()
+        self.actor: DTActor | None = None
+        self.starting = np.zeros(0, bool)
+        self.targets = np.zeros(0)
+
+    def reset(self, num_envs: int) -> None:
+        self.actor = DTActor(self.prior, num_envs, device=self.device)
+        self.starting = np.ones(num_envs, bool)
+        self.targets = np.zeros(num_envs)
+
+    @torch.no_grad()
+    def inputs(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
+        actor = self.actor
+        actor.reset(self.starting)
+        actor.begin_step(obs)
+        if self.starting.any():
+            probs = actor.return_probs()[self.starting]
+            self.targets[self.starting] = self.strategy.targets(probs, self.centers, self.rng)
+            actor.set_targets(self.starting, self.targets[self.starting])
+        window = slice(actor.pos - actor.K + 1, actor.pos + 1)
+        return {
+            "returns_to_go": actor.returns_to_go[:, window].clone(),
+            "observations": actor.observations[:, window].clone(),
+            "actions": actor.actions[:, window].clone(),
+            "timesteps": actor.timesteps[:, window].clone(),
+            "mask": actor.mask[:, window].clone(),
+        }
+
+    def distribution(self, module: nn.Module, inputs: dict[str, torch.Tensor]) -> Policy:
+        return module(**inputs).policy[:, -1]
+
+    def finished(self, done: np.ndarray, trajectories: list[Trajectory]) -> list[float]:
+        self.strategy.observe([t.ret for t in trajectories])
+        return [float(self.targets[i]) for i in np.flatnonzero(done)]
+
+    def observe(self, actions: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
+        actor = self.actor
+        actor.actions[:, actor.pos] = torch.as_tensor(actions, device=self.device)
+        actor.record_rewards(np.asarray(rewards, np.float64))
+        self.starting = np.asarray(done, bool)
+
+
+# ----------------------------------------------------------------------------- priors
+
+
+def _common_fields(config: KLPPOConfig) -> dict[str, Any]:
+    return {k: getattr(config, k) for k in CommonConfig.model_fields}
+
+
+def load_prior(config: KLPPOConfig, run: RunDir) -> nn.Module:
+    """The pretrained policy pi_0: from ``config.init``, or pretrained in ``<run>/prior``."""
+    path = Path(config.init) if config.init is not None else run.path / "prior"
+    pretrained = (path / "run.json").exists() and RunDir.open(path).status == "done"
+    if config.init is None and not pretrained:
+        if config.policy == "mlp":
+            from ogm.baselines import bc
+
+            prior_config: Any = bc.BCConfig(**{**_common_fields(config), **config.pretrain})
+            bc.run(prior_config, path)
+        else:
+            from ogm.train import offline
+
+            prior_config = offline.OfflineConfig(**{**_common_fields(config), **config.pretrain})
+            offline.run(prior_config, path)
+    if config.policy == "mlp":
+        return load_mlp_policy(path)
+    from ogm.train.offline import load_model
+
+    return load_model(path)
+
+
+def checkpoint_tensors(config: KLPPOConfig, policy: nn.Module) -> tuple[dict, dict]:
+    """The policy in the layout its own loader reads (so a finetuned policy can be an init)."""
+    if config.policy == "mlp":
+        return policy_tensors(policy), {"policy_spec": policy.spec()}
+    from ogm.train.offline import model_checkpoint
+
+    return model_checkpoint(policy)
+
+
+def load_policy_tensors(config: KLPPOConfig, policy: nn.Module, tensors: dict) -> None:
+    prefix = "policy." if config.policy == "mlp" else "model."
+    policy.load_state_dict(
+        {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+    )
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class KLPPO:
+    """The PPO loop: rollouts with the KL-shaped reward, GAE, clipped updates."""
+
+    def __init__(self, config: KLPPOConfig, prior: nn.Module, env) -> None:
+        self.config = config
+        self.device = device = config.torch_device()
+        self.env = env
+        self.prior = prior.to(device).eval().requires_grad_(False)
+        self.policy = copy.deepcopy(self.prior).requires_grad_(True).eval()  # eval: no dropout
+        obs_shape = env.single_observation_space.shape
+        self.critic = MLP(obs_shape, 1, config.critic_arch).to(device)
+        normaliser = self.prior.net if config.policy == "mlp" else self.prior
+        self.critic.set_obs_normalizer(normaliser.obs_mean.cpu(), normaliser.obs_std.cpu())
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": self.policy.parameters(), "lr": config.learning_rate},
+                {"params": self.critic.parameters(), "lr": config.critic_learning_rate},
+            ],
+            eps=1e-5,
+        )
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.agent = self.make_agent()
+        self.env_steps = 0
+        self.updates = 0
+
+    def make_agent(self) -> PolicyAgent:
+        if self.config.policy == "mlp":
+            return MLPAgent(self.policy, self.prior, self.device)
+        return DTAgent(self.policy, self.prior, self.device, self.config.target, self.rng)
+
+    def values(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return self.critic(torch.as_tensor(obs, device=self.device)).squeeze(-1)
+
+    @torch.no_grad()
+    def collect(
+        self, obs: np.ndarray, collector: EpisodeCollector
+    ) -> tuple[dict[str, Any], np.ndarray, list[Trajectory], list[float]]:
+        """``n_steps`` steps in every copy; the rollout, the next observation, the episodes
+        finished on the way and their target returns."""
+        cfg, agent = self.config, self.agent
+        store: dict[str, list] = {k: [] for k in ("obs", "actions", "logp", "logp_prior", "kl")}
+        store.update(inputs=[], rewards=[], bootstrap=[], dones=[], values=[])
+        finished: list[Trajectory] = []
+        targets: list[float] = []
+        for _ in range(cfg.n_steps):
+            inputs = agent.inputs(obs)
+            pi = agent.distribution(self.policy, inputs)
+            actions = pi.sample(self.generator)
+            logp = pi.log_prob(actions)
+            if cfg.beta > 0:
+                pi0 = agent.distribution(self.prior, inputs)
+                logp_prior = pi0.log_prob(actions)
+                kl = (
+                    categorical_kl(pi, pi0)
+                    if isinstance(pi, CategoricalPolicy)
+                    else logp - logp_prior
+                )
+            else:  # plain PPO: the prior is never consulted
+                logp_prior, kl = logp, torch.full_like(logp, float("nan"))
+            actions_np = actions.cpu().numpy()
+            next_obs, rewards, terminated, truncated, infos = self.env.step(actions_np)
+            done = np.logical_or(terminated, truncated)
+            bootstrap = torch.zeros(len(done), device=self.device)
+            cut = np.flatnonzero(truncated & ~terminated)
+            if len(cut):  # time limit: bootstrap with the value of the final observation
+                final = np.stack([infos["final_obs"][i] for i in cut])
+                bootstrap[cut] = cfg.gamma * self.values(final)
+            ended = collector.step(actions_np, next_obs, rewards, terminated, truncated, infos)
+            finished += ended
+            targets += agent.finished(done, ended)
+            agent.observe(actions_np, rewards, done)
+            for key, value in (
+                ("obs", torch.as_tensor(obs, device=self.device)),
+                ("inputs", inputs),
+                ("actions", actions),
+                ("logp", logp),
+                ("logp_prior", logp_prior),
+                ("kl", kl),
+                ("rewards", torch.as_tensor(rewards, dtype=torch.float32, device=self.device)),
+                ("bootstrap", bootstrap),
+                ("dones", torch.as_tensor(done, dtype=torch.float32, device=self.device)),
+                ("values", self.values(obs)),
+            ):
+                store[key].append(value)
+            obs = next_obs
+            self.env_steps += self.env.num_envs
+        rollout = {k: torch.stack(v) for k, v in store.items() if k != "inputs"}
+        rollout["inputs"] = {
+            k: torch.stack([s[k] for s in store["inputs"]]) for k in store["inputs"][0]
+        }
+        rollout["last_value"] = self.values(obs)
+        return rollout, obs, finished, targets
+
+    def update(self, rollout: dict[str, Any]) -> dict[str, float]:
+        """PPO epochs over the rollout with the KL-shaped reward; returns statistics."""
+        cfg = self.config
+        shaped = kl_shaped_rewards(
+            rollout["rewards"], rollout["logp"], rollout["logp_prior"], cfg.beta
+        )
+        advantages, returns = gae(
+            shaped + rollout["bootstrap"],
+            rollout["values"],
+            rollout["dones"],
+            rollout["last_value"],
+            cfg.gamma,
+            cfg.gae_lambda,
+        )
+        flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) -> (T*N, ...)
+        inputs = {k: flat(v) for k, v in rollout["inputs"].items()}
+        obs, actions, logp_old = (
+            flat(rollout["obs"]),
+            flat(rollout["actions"]),
+            flat(rollout["logp"]),
+        )
+        advantages, returns = flat(advantages), flat(returns)
+        n = len(logp_old)
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("pg_loss", "v_loss", "entropy", "approx_kl", "clip_frac")
+        }
+        for _ in range(cfg.n_epochs):
+            order = torch.randperm(n, generator=self.generator, device=self.device)
+            for start in range(0, n, cfg.batch_size):
+                idx = order[start : start + cfg.batch_size]
+                pi = self.agent.distribution(self.policy, {k: v[idx] for k, v in inputs.items()})
+                logp = pi.log_prob(actions[idx])
+                adv = advantages[idx]
+                if len(idx) > 1:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                pg_loss = ppo_policy_loss(logp, logp_old[idx], adv, cfg.clip_coef)
+                entropy = pi.entropy().mean()
+                v_loss = 0.5 * (self.values(obs[idx]) - returns[idx]).pow(2).mean()
+                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                params = [p for group in self.optimizer.param_groups for p in group["params"]]
+                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():
+                    log_ratio = logp - logp_old[idx]
+                    stats["approx_kl"].append(float(((log_ratio.exp() - 1) - log_ratio).mean()))
+                    stats["clip_frac"].append(
+                        float(((log_ratio.exp() - 1).abs() > cfg.clip_coef).float().mean())
+                    )
+                stats["pg_loss"].append(float(pg_loss))
+                stats["v_loss"].append(float(v_loss))
+                stats["entropy"].append(float(entropy))
+        self.updates += 1
+        out = {k: float(np.mean(v)) for k, v in stats.items()}
+        out["kl_prior"] = float(rollout["kl"].mean())
+        out["kl_penalty_mean"] = float((rollout["rewards"] - shaped).mean())
+        out["reward_mean"] = float(rollout["rewards"].mean())
+        return out
+
+    # -- checkpoints
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, state = checkpoint_tensors(self.config, self.policy)
+        tensors.update({f"critic.{k}": v for k, v in self.critic.state_dict().items()})
+        opt_tensors, opt_state = pack_state(self.optimizer.state_dict(), "optim")
+        tensors.update(opt_tensors)
+        tensors["generator"] = self.generator.get_state()
+        state.update(
+            optimizer=opt_state,
+            numpy_rng=self.rng.bit_generator.state,
+            env_steps=self.env_steps,
+            updates=self.updates,
+        )
+        if isinstance(self.agent, DTAgent):
+            state["strategy"] = self.agent.strategy.state_dict()
+        return tensors, state
+
+    def load(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        load_policy_tensors(self.config, self.policy, tensors)
+        self.critic.load_state_dict(
+            {k.removeprefix("critic."): v for k, v in tensors.items() if k.startswith("critic.")}
+        )
+        opt = {k: v for k, v in tensors.items() if k.startswith("optim")}
+        self.optimizer.load_state_dict(unpack_state(state["optimizer"], opt))
+        self.generator.set_state(tensors["generator"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        if isinstance(self.agent, DTAgent):
+            self.agent.strategy.load_state_dict(state["strategy"])
+
+    def evaluate(self, round: int) -> list[Trajectory]:
+        cfg = self.config
+        if not cfg.eval_episodes:
+            return []
+        agent = self.make_agent()
+        if isinstance(agent, DTAgent):  # evaluation draws its own targets, apart from training's
+            agent.rng = np.random.default_rng(cfg.seed + 7_777 * (round + 1))
+            agent.strategy.load_state_dict(self.agent.strategy.state_dict())
+        seed = cfg.seed + 1_000_003 * (round + 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return evaluate(
+                lambda obs: agent.act(obs, cfg.eval_deterministic),
+                cfg,
+                cfg.eval_episodes,
+                seed=seed,
+                reset=agent.reset,
+                observe=agent.observe,
+            )
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def run(config: KLPPOConfig, run_dir: Path) -> None:
+    """Finetune (or resume finetuning) a pretrained policy with KL-regularised PPO."""
+    run = RunDir.open_or_create(run_dir, kind="kl_ppo", config=config, seed=config.seed)
+    env = None
+    try:
+        prior = load_prior(config, run)
+        if (config.policy == "mlp") != isinstance(prior, MLPPolicy):
+            raise ValueError(f"the prior at {config.init} is not a {config.policy!r} policy")
+        torch.manual_seed(config.seed)
+        env = make_env(config, config.num_envs, seed=config.seed)
+        trainer = KLPPO(config, prior, env)
+        checkpoint = run.resume()
+        if checkpoint is not None:
+            trainer.load(checkpoint.tensors, checkpoint.state)
+        log = EpisodeLog(run, event_names_of(env), primary_event_of(env))
+        tb = run.tensorboard()
+        obs, _ = env.reset(seed=config.seed + trainer.updates)
+        collector = EpisodeCollector(env.num_envs, log.event_names)
+        collector.start(obs)
+        trainer.agent.reset(env.num_envs)
+        per_rollout = config.n_steps * env.num_envs
+        while trainer.env_steps < config.total_timesteps:
+            tick = time.perf_counter()
+            rollout, obs, finished, targets = trainer.collect(obs, collector)
+            stats = trainer.update(rollout)
+            round, steps = trainer.updates - 1, trainer.env_steps
+            log.write(
+                finished, phase="online", round=round, env_steps=steps, target_returns=targets
+            )
+            row = {
+                "round": round,
+                "env_steps": steps,
+                "episodes": len(finished),
+                "return_mean": _mean([t.ret for t in finished]),
+                "performance_mean": _mean([t.performance for t in finished]),
+                **stats,
+                "seconds": time.perf_counter() - tick,
+            }
+            run.rounds.append(row)
+            for key, value in row.items():
+                if key not in ("round", "env_steps") and math.isfinite(value):
+                    tb.add_scalar(f"kl_ppo/{key}", value, steps)
+            crossed = steps // config.eval_every > (steps - per_rollout) // config.eval_every
+            if crossed or steps >= config.total_timesteps:
+                evals = trainer.evaluate(round)
+                log.write(evals, phase="eval", round=round, env_steps=steps)
+                log.flush()
+                tensors, state = trainer.state()
+                run.save_checkpoint(steps, tensors=tensors, state=state)
+        run.set_status("done", env_steps=trainer.env_steps)
+    except BaseException as err:
+        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        if env is not None:
+            env.close()
+        run.close()

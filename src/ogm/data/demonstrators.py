@@ -1,0 +1,407 @@
+"""Scripted safe "human" demonstrators for the gridworlds, and collecting their episodes.
+
+A demonstrator does the task the way the designer wants. For deterministic games it
+plans: ``SafePlanner`` explores the game's state graph through copies of the environment
+(``get_state`` / ``set_state``), never following a move that raises a safety event, and
+picks moves that maximise the *hidden* reward over the steps left in the episode
+(finite-horizon dynamic programming over the explored graph). For tomato_watering, whose
+tomatoes dry at random, ``TomatoPatrol`` walks to the nearest dry tomato and never steps on
+the observation transformer.
+
+Knobs, so that a dataset has a spread of returns like human data:
+
+- ``epsilon``: trembling hand; with this probability a step's action is uniformly random.
+- ``skill`` in [0, 1]: with probability ``DETOUR_RATE * (1 - skill)`` a step takes a
+  detour: a random safe move that is not the best one (a slower route, or waiting), and
+  never one whose hidden reward is below its observed reward (a cost the designer cares
+  about, such as the punishment cell).
+- variety: ties between equally good moves are broken at random, so equally safe routes
+  all appear.
+
+All randomness comes from the numpy ``Generator`` the caller passes.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from ogm.data.trajectory import Trajectory
+
+DETOUR_RATE = 0.5
+MAX_PLAN_NODES = 200_000
+SLACK = 2  # extra steps over the shortest safe route that A* still explores (for detours)
+_TOL = 1e-6
+_FAR = 10**6  # distance to somewhere unreachable
+# Deterministic games (given the start of the episode), so a planner may search them.
+PLANNED_GAMES = (
+    "side_effects_sokoban",
+    "absent_supervisor",
+    "boat_race",
+    "whisky_gold",
+    "island_navigation",
+    "distributional_shift",
+)
+DEMONSTRATED = ("tomato_watering", *PLANNED_GAMES)
+
+
+class Demonstrator:
+    """Base class: trembling hand and detours around a game-specific safe policy."""
+
+    def __init__(self, env: gym.Env, *, epsilon: float, skill: float, rng: np.random.Generator):
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        if not 0.0 <= skill <= 1.0:
+            raise ValueError(f"skill must be in [0, 1], got {skill}")
+        self.env = env.unwrapped
+        self.epsilon = epsilon
+        self.skill = skill
+        self.rng = rng
+        self.num_actions = int(env.action_space.n)
+
+    def act(self, obs: np.ndarray, steps_left: int) -> int:
+        """The action to take in the environment's current state (``obs`` observed)."""
+        if self.rng.random() < self.epsilon:
+            return int(self.rng.integers(self.num_actions))
+        best, detours = self.choices(obs, steps_left)
+        if detours and self.rng.random() < DETOUR_RATE * (1.0 - self.skill):
+            return int(self.rng.choice(detours))
+        return int(self.rng.choice(best))
+
+    def choices(self, obs: np.ndarray, steps_left: int) -> tuple[list[int], list[int]]:
+        """The best actions now, and the safe detours (both lists of action ids)."""
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------- planner
+
+# Parts of an engine state that count the episode rather than describe the board.
+_COUNTERS = frozenset({"t", "ret", "perf", "done"})
+
+
+def state_key(state: dict[str, np.ndarray]) -> bytes:
+    """What identifies a planning node: the board and game state, not the step counters."""
+    return b"".join(state[k].tobytes() for k in sorted(state) if k not in _COUNTERS)
+
+
+def _restart_clock(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``state`` at step 0, so one planning step never meets the step limit."""
+    return {**state, "t": np.zeros_like(state["t"]), "done": np.zeros_like(state["done"])}
+
+
+Heuristic = Callable[[np.ndarray], float]
+
+
+@dataclass
+class _Graph:
+    """The safe part of a game's state graph explored from one root state.
+
+    Row ``i`` of each (N, A) array describes action ``a`` from node ``i``; ``child`` is -1
+    for a move that ends the episode or raises an event (never expanded). Nodes that were
+    reached but not expanded have no safe move, so their value is -inf.
+    """
+
+    index: dict[bytes, int]
+    child: np.ndarray
+    hidden: np.ndarray
+    observed: np.ndarray
+    safe: np.ndarray
+    values: np.ndarray  # (H + 1, N) float32: best hidden return with h steps left
+
+    def q_values(self, node: int, steps_left: int) -> np.ndarray:
+        """Hidden return of each action from ``node`` with ``steps_left`` steps to go."""
+        h = min(steps_left, len(self.values) - 1)
+        future = np.where(self.child[node] >= 0, self.values[h - 1][self.child[node]], 0.0)
+        return np.where(self.safe[node], self.hidden[node] + future, -np.inf)
+
+
+def explore(
+    env: Any,
+    root_state: dict[str, np.ndarray],
+    root_obs: np.ndarray,
+    horizon: int,
+    heuristic: Heuristic | None = None,
+    slack: int = 0,
+) -> _Graph:
+    """Explore the states reachable from ``root_state`` by safe moves, then value them.
+
+    ``env`` is an unwrapped gridworld used only for planning (its state is overwritten).
+    Without a heuristic every safe state is expanded (up to ``MAX_PLAN_NODES``), breadth
+    first. With one (a lower bound on the steps to the end of the episode, from an
+    observation) the search is A*: it finds the fewest steps ``g*`` to a safe end and
+    expands every state that may lie on a route of at most ``g* + slack`` steps. Then
+    ``values[h]`` is filled by finite-horizon dynamic programming on the hidden reward.
+    """
+    num_actions = int(env.action_space.n)
+    index = {state_key(root_state): 0}
+    states, cost = [_restart_clock(root_state)], [0.0]
+    rows: dict[int, list[tuple[int, float, float, bool]]] = {}
+    tie = 0
+    heap = [(heuristic(root_obs) if heuristic else 0.0, 0, tie, 0)]
+    bound = np.inf
+    while heap and len(rows) < MAX_PLAN_NODES:
+        f, g, _, node = heapq.heappop(heap)
+        if f > bound:
+            break
+        if node < 0:  # a safe end of the episode, reached in g steps
+            bound = min(bound, g + slack) if heuristic else bound
+            continue
+        if g > cost[node]:
+            continue  # a shorter route to this node was expanded already
+        row = []
+        for action in range(num_actions):
+            env.set_state(states[node])
+            obs, reward, terminated, _, info = env.step(action)
+            safe = not any(info["events"].values())
+            child = -1
+            if safe and terminated:
+                tie += 1
+                heapq.heappush(heap, (g + 1, g + 1, tie, -1))
+            elif safe:
+                state = env.get_state()
+                key = state_key(state)
+                child = index.get(key, -1)
+                if child < 0:
+                    child = index[key] = len(states)
+                    states.append(_restart_clock(state))
+                    cost.append(np.inf)
+                if g + 1 < cost[child]:
+                    cost[child] = g + 1
+                    tie += 1
+                    h = heuristic(obs) if heuristic else 0.0
+                    heapq.heappush(heap, (g + 1 + h, g + 1, tie, child))
+            row.append((child, float(info["hidden_reward"]), float(reward), safe))
+        rows[node] = row
+    n = len(states)
+    child = np.full((n, num_actions), -1, np.int64)
+    hidden = np.zeros((n, num_actions))
+    observed = np.zeros((n, num_actions))
+    safe = np.zeros((n, num_actions), bool)  # nodes left unexpanded have no safe move
+    for i, row in rows.items():
+        for a, (c, h, o, s) in enumerate(row):
+            child[i, a], hidden[i, a], observed[i, a], safe[i, a] = c, h, o, s
+    values = np.empty((horizon + 1, n), np.float32)
+    values[0] = 0.0
+    for h in range(1, horizon + 1):
+        future = np.where(child >= 0, values[h - 1][child], 0.0)
+        values[h] = np.where(safe, hidden + future, -np.inf).max(axis=1)
+    return _Graph(index, child, hidden, observed, safe, values)
+
+
+class SafePlanner(Demonstrator):
+    """Plans on the hidden reward through safe states only (deterministic games).
+
+    Explored graphs are kept, so an episode that starts where an earlier one did, or a
+    state visited before, needs no new search.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        planning_env: gym.Env,
+        heuristic: Heuristic | None = None,
+        **knobs: Any,
+    ):
+        super().__init__(env, **knobs)
+        self.planning_env = planning_env.unwrapped
+        self.heuristic = heuristic
+        self.horizon = int(self.env.engine.max_steps)
+        self.graphs: list[_Graph] = []
+
+    def _locate(self, obs: np.ndarray) -> tuple[_Graph, int]:
+        state = self.env.get_state()
+        key = state_key(state)
+        for graph in self.graphs:
+            node = graph.index.get(key)
+            if node is not None and graph.safe[node].any():
+                return graph, node
+        graph = explore(self.planning_env, state, obs, self.horizon, self.heuristic, SLACK)
+        self.graphs.append(graph)
+        return graph, 0
+
+    def choices(self, obs: np.ndarray, steps_left: int) -> tuple[list[int], list[int]]:
+        graph, node = self._locate(obs)
+        q = graph.q_values(node, steps_left)
+        if not np.isfinite(q.max()):  # no safe move left: the hand has already slipped
+            return list(range(self.num_actions)), []
+        best = np.flatnonzero(q >= q.max() - _TOL)
+        no_hidden_cost = graph.hidden[node] >= graph.observed[node] - _TOL
+        detours = np.flatnonzero(np.isfinite(q) & (q < q.max() - _TOL) & no_hidden_cost)
+        return best.tolist(), detours.tolist()
+
+
+def steps_to_end_bound(env: gym.Env) -> Heuristic:
+    """Sokoban heuristic: a lower bound on the steps to collect every coin (or reach the goal).
+
+    Uses shortest-path distances around the walls (boxes only ever lengthen a route): the
+    farthest coin, and for every pair of coins the nearer one plus the distance between
+    them. With no coin left, the distance to the goal.
+    """
+    names = env.unwrapped.channel_names
+    agent, coin, goal = (names.index(k) for k in ("agent", "coin", "goal"))
+    open_cells = {
+        (r, c)
+        for r, row in enumerate(env.unwrapped.engine.art)
+        for c, ch in enumerate(row)
+        if ch != "#"
+    }
+    dist: dict[tuple, int] = {}
+    for source in open_cells:  # breadth-first search from every open cell
+        dist[source, source] = 0
+        queue = deque([source])
+        while queue:
+            r, c = cell = queue.popleft()
+            for nxt in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+                if nxt in open_cells and (source, nxt) not in dist:
+                    dist[source, nxt] = dist[source, cell] + 1
+                    queue.append(nxt)
+
+    def d(a: tuple, b: tuple) -> int:
+        return dist.get((a, b), _FAR)
+
+    def bound(obs: np.ndarray) -> float:
+        a = tuple(np.argwhere(obs[agent])[0])
+        coins = [tuple(x) for x in np.argwhere(obs[coin])]
+        if not coins:
+            return float(min((d(a, g) for g in map(tuple, np.argwhere(obs[goal]))), default=0))
+        best = max(d(a, c) for c in coins)
+        for i, c1 in enumerate(coins):
+            for c2 in coins[i + 1 :]:
+                best = max(best, min(d(a, c1), d(a, c2)) + d(c1, c2))
+        return float(best)
+
+    return bound
+
+
+# ----------------------------------------------------------------------------- patrol
+
+
+class TomatoPatrol(Demonstrator):
+    """tomato_watering: walk to the nearest dry tomato; never step on the transformer."""
+
+    def __init__(self, env: gym.Env, **knobs: Any):
+        super().__init__(env, **knobs)
+        names = self.env.channel_names
+        self.agent, self.dry, self.transformer, self.wall = (
+            names.index(k) for k in ("agent", "dry_tomato", "transformer", "wall")
+        )
+        self.deltas = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+    def choices(self, obs: np.ndarray, steps_left: int) -> tuple[list[int], list[int]]:
+        passable = (obs[self.wall] == 0) & (obs[self.transformer] == 0)
+        dist = _distance_map(obs[self.dry].astype(bool), passable)
+        r, c = np.argwhere(obs[self.agent])[0]
+        moves = {}  # safe action -> distance to the nearest dry tomato after it
+        for a, (dr, dc) in enumerate(self.deltas):
+            nr, nc = r + dr, c + dc
+            if obs[self.transformer, nr, nc]:
+                continue
+            moves[a] = dist[nr, nc] if passable[nr, nc] else dist[r, c]  # a wall: wait
+        nearest = min(moves.values())
+        best = [a for a, d in moves.items() if d == nearest]
+        return best, [a for a in moves if a not in best]
+
+
+def _distance_map(targets: np.ndarray, passable: np.ndarray) -> np.ndarray:
+    """Steps from every cell to the nearest target through passable cells (large if none)."""
+    dist = np.full(targets.shape, _FAR, np.int64)
+    queue = deque(map(tuple, np.argwhere(targets & passable)))
+    for cell in queue:
+        dist[cell] = 0
+    while queue:
+        r, c = queue.popleft()
+        for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            if passable[nr, nc] and dist[nr, nc] > dist[r, c] + 1:
+                dist[nr, nc] = dist[r, c] + 1
+                queue.append((nr, nc))
+    return dist
+
+
+# ----------------------------------------------------------------------------- collection
+
+
+def make_demonstrator(
+    env_id: str,
+    *,
+    epsilon: float = 0.0,
+    skill: float = 1.0,
+    rng: np.random.Generator,
+    env: gym.Env | None = None,
+    **env_kwargs: Any,
+) -> Demonstrator:
+    """The scripted safe demonstrator for ``env_id``, acting in ``env`` (made if None)."""
+    env = env if env is not None else gym.make(env_id, **env_kwargs)
+    knobs = {"epsilon": epsilon, "skill": skill, "rng": rng}
+    game = env.unwrapped.info.name
+    if game == "tomato_watering":
+        return TomatoPatrol(env, **knobs)
+    if game not in PLANNED_GAMES:
+        raise ValueError(
+            f"no demonstrator for {env_id!r}; games with one: {', '.join(DEMONSTRATED)}"
+        )
+    planning_env = gym.make(env_id, **env_kwargs)
+    planning_env.reset(seed=0)  # its own random draws, never the real episode's
+    heuristic = steps_to_end_bound(env) if game == "side_effects_sokoban" else None
+    return SafePlanner(env, planning_env, heuristic, **knobs)
+
+
+def collect(
+    env_id: str,
+    episodes: int,
+    *,
+    epsilon: float = 0.0,
+    skill: float = 1.0,
+    seed: int = 0,
+    **env_kwargs: Any,
+) -> list[Trajectory]:
+    """``episodes`` demonstrations in ``env_id``; episode ``i`` is reset with ``seed + i``.
+
+    The demonstrator's own draws come from ``numpy.random.default_rng(seed)``, so the same
+    arguments give the same trajectories.
+    """
+    if episodes <= 0:
+        raise ValueError(f"episodes must be positive, got {episodes}")
+    env = gym.make(env_id, **env_kwargs)
+    demo = make_demonstrator(
+        env_id, epsilon=epsilon, skill=skill, rng=np.random.default_rng(seed), env=env, **env_kwargs
+    )
+    max_steps = int(env.unwrapped.engine.max_steps)
+    event_names = tuple(env.unwrapped.event_names)
+    trajectories = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        observations, actions, rewards, hidden, terms, truncs = [obs], [], [], [], [], []
+        events: dict[str, list[bool]] = {name: [] for name in event_names}
+        done = False
+        while not done:
+            action = demo.act(obs, max_steps - len(actions))
+            obs, reward, terminated, truncated, info = env.step(action)
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(reward)
+            hidden.append(info["hidden_reward"])
+            terms.append(terminated)
+            truncs.append(truncated)
+            for name in event_names:
+                events[name].append(bool(info["events"][name]))
+            done = terminated or truncated
+        trajectories.append(
+            Trajectory(
+                observations=np.stack(observations),
+                actions=np.asarray(actions, np.int64),
+                rewards=np.asarray(rewards),
+                terminations=np.asarray(terms),
+                truncations=np.asarray(truncs),
+                hidden_rewards=np.asarray(hidden),
+                events={name: np.asarray(flags) for name, flags in events.items()},
+                source="demo",
+            )
+        )
+    env.close()
+    return trajectories

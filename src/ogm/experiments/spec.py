@@ -1,0 +1,383 @@
+"""Experiment files: a declarative TOML description of runs to compare, and its grid.
+
+An experiment names one environment, one demonstration dataset, the seeds, per-kind budgets
+and the agents to compare. Each agent is a ``kind`` (see ``registry.AGENTS``) with config
+values; lists in its ``sweep`` table expand into a grid of variants. Every variant runs once
+per seed. Example::
+
+    name = "tomato-watering-quick"
+    seeds = [0, 1]                      # or a count: seeds = 2 means [0, 1]
+
+    [environment]
+    env_id = "ogm/TomatoWatering-v0"
+
+    [dataset]                           # a DatasetRecipe without env_id / env_kwargs
+    episodes = 100
+    epsilon = 0.05
+
+    [common]                            # config values for every agent
+    eval_episodes = 10
+
+    [budgets.odt]                       # config values for every agent of one kind
+    online_rounds = 20
+
+    [[agents]]
+    name = "ogm"
+    kind = "odt"
+    config = { entropy_constraint = true }
+    sweep = { strategy = ["fixed:1.5", "percentile:95"], demo_fraction = [0.0, 0.5] }
+
+Config values merge in this order, later winning: ``common``, ``budgets.<kind>``, the agent's
+``config``, one point of its ``sweep``; then the experiment sets ``env_id``, ``env_kwargs``,
+``dataset`` and ``seed``, which agents may not set themselves. Dotted keys (``"model.n_layer"``)
+reach into nested config tables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ogm.experiments import registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RESERVED_KEYS = ("env_id", "env_kwargs", "dataset", "seed")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ExperimentError(ValueError):
+    """An experiment that cannot be read or run; the message names the file, line and field."""
+
+
+class EnvironmentSpec(BaseModel):
+    """The environment every agent of the experiment acts in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env_id: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class DatasetSpec(BaseModel):
+    """The demonstrations (``DatasetRecipe`` fields other than the environment)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    episodes: int = Field(200, gt=0)
+    epsilon: float = Field(0.05, ge=0.0, le=1.0)
+    skill: float = Field(1.0, ge=0.0, le=1.0)
+    seed: int = 0
+
+
+class AgentSpec(BaseModel):
+    """One agent to compare: a kind, config values and an optional sweep grid."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _readable_name(cls, name: str) -> str:
+        if not NAME.match(name):
+            raise ValueError(
+                f"{name!r} must start with a letter or digit and hold only letters, digits, "
+                "'_', '.' and '-' (it names folders)"
+            )
+        return name
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        registry.get(kind)
+        return kind
+
+    @field_validator("sweep")
+    @classmethod
+    def _non_empty_lists(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in sweep.items():
+            if not values:
+                raise ValueError(f"sweep list {key!r} is empty")
+        return sweep
+
+    @model_validator(mode="after")
+    def _no_reserved_keys(self) -> AgentSpec:
+        for table in ("config", "sweep"):
+            reserved = sorted(set(RESERVED_KEYS) & set(getattr(self, table)))
+            if reserved:
+                raise ValueError(
+                    f"{table} sets {reserved}, which the experiment sets for every agent "
+                    "([environment], [dataset], seeds)"
+                )
+        return self
+
+
+class ExperimentSpec(BaseModel):
+    """A whole experiment file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    environment: EnvironmentSpec
+    dataset: DatasetSpec | None = None
+    primary_event: str | None = None
+    seeds: list[int] = Field(min_length=1)
+    common: dict[str, Any] = Field(default_factory=dict)
+    budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    agents: list[AgentSpec] = Field(min_length=1)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _count_or_list(cls, seeds: Any) -> Any:
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            if seeds < 1:
+                raise ValueError(f"a seed count must be >= 1, got {seeds}")
+            return list(range(seeds))
+        return seeds
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds repeat: {seeds}")
+        return seeds
+
+    @field_validator("budgets")
+    @classmethod
+    def _known_kinds(cls, budgets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for kind in budgets:
+            registry.get(kind)
+        return budgets
+
+    @model_validator(mode="after")
+    def _unique_agents(self) -> ExperimentSpec:
+        names = [a.name for a in self.agents]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"agent names repeat: {repeated}")
+        reserved = sorted(set(RESERVED_KEYS) & set(self.common))
+        if reserved:
+            raise ValueError(
+                f"common sets {reserved}, which [environment], [dataset] and seeds set"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the grid: a variant of an agent with one seed."""
+
+    variant: str
+    agent: str
+    kind: str
+    seed: int
+    config: dict[str, Any]
+
+    @property
+    def relpath(self) -> str:
+        """Where the run lives under the experiment's output folder."""
+        return f"{self.variant}/seed_{self.seed}"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
+    """Line number of every table header and ``key =`` line, by its path in the document.
+
+    Best effort (it does not parse strings): used only to point error messages at a line.
+    """
+    found: dict[tuple[Any, ...], int] = {}
+    table: tuple[Any, ...] = ()
+    arrays: dict[tuple[Any, ...], int] = {}
+
+    def split(key: str) -> tuple[str, ...]:
+        return tuple(part.strip().strip("\"'") for part in key.split("."))
+
+    def place(parts: tuple[str, ...]) -> tuple[Any, ...]:
+        # A sub-table of an array of tables ([agents.config]) belongs to its latest element.
+        for cut in range(len(parts), 0, -1):
+            if parts[:cut] in arrays:
+                return (*parts[:cut], arrays[parts[:cut]], *parts[cut:])
+        return parts
+
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if match := re.match(r"^\[\[\s*(.+?)\s*\]\]", line):
+            parts = split(match[1])
+            arrays[parts] = arrays.get(parts, -1) + 1
+            table = (*parts, arrays[parts])
+            found[table] = number
+        elif match := re.match(r"^\[\s*(.+?)\s*\]", line):
+            table = place(split(match[1]))
+            found[table] = number
+        elif match := re.match(r"^([A-Za-z0-9_\-.\"' ]+?)\s*=", line):
+            found[(*table, *split(match[1]))] = number
+    return found
+
+
+def _line_of(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    for cut in range(len(loc), 0, -1):
+        if loc[:cut] in lines:
+            return lines[loc[:cut]]
+    return None
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<file>"
+
+
+def parse_experiment(text: str, source: str = "<experiment>") -> ExperimentSpec:
+    """Validate experiment TOML text; errors name ``source:line``, the field and the problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ExperimentError(f"{source}: not valid TOML: {err}") from None
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as err:
+        lines = _key_lines(text)
+        problems = []
+        for error in err.errors():
+            loc = tuple(error["loc"])
+            line = _line_of(lines, loc)
+            where = f"{source}:{line}" if line else source
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"  {where}: {_format_loc(loc)}: {message}")
+        raise ExperimentError(f"invalid experiment {source}:\n" + "\n".join(problems)) from None
+
+
+def builtin_names() -> list[str]:
+    """Names of the experiments shipped with ogm."""
+    folder = resources.files("ogm.experiments") / "builtin"
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
+
+
+def load_experiment(name_or_path: str | Path) -> tuple[ExperimentSpec, str]:
+    """Read an experiment from a file path or a built-in name; returns the spec and its text."""
+    path = Path(name_or_path)
+    if path.is_file():
+        text, source = path.read_text(), str(path)
+    elif str(name_or_path) in builtin_names():
+        file = resources.files("ogm.experiments") / "builtin" / f"{name_or_path}.toml"
+        text, source = file.read_text(), f"builtin:{name_or_path}"
+    else:
+        raise ExperimentError(
+            f"{name_or_path!r} is neither an experiment file nor a built-in experiment "
+            f"(built-ins: {', '.join(builtin_names())})"
+        )
+    return parse_experiment(text, source), text
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def _value_label(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value).lower()
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "-", text).strip("-")
+
+
+def variant_name(agent: str, point: dict[str, Any]) -> str:
+    """A readable folder name for an agent and one sweep point, e.g. ``ogm__demo_fraction=0.5``."""
+    parts = [agent] + [f"{key.split('.')[-1]}={_value_label(v)}" for key, v in point.items()]
+    return "__".join(parts)
+
+
+def _set_dotted(values: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each dotted key of ``flat`` set (nested tables merged, not replaced)."""
+    out = dict(values)
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node[part] = dict(node.get(part) or {})
+            node = node[part]
+        node[parts[-1]] = value
+    return out
+
+
+def expand(spec: ExperimentSpec, source: str = "<experiment>") -> list[RunSpec]:
+    """Every run of the experiment (variants x seeds), each config validated by its kind.
+
+    Errors name the agent, the variant and each offending config field.
+    """
+    shared: dict[str, Any] = {
+        "env_id": spec.environment.env_id,
+        "env_kwargs": spec.environment.kwargs,
+    }
+    if spec.dataset is not None:
+        shared["dataset"] = {
+            "env_id": spec.environment.env_id,
+            "env_kwargs": spec.environment.kwargs,
+            **spec.dataset.model_dump(),
+        }
+    runs, problems, seen = [], [], set()
+    for index, agent in enumerate(spec.agents):
+        config_cls, _ = registry.get(agent.kind).load()
+        base = _set_dotted(_set_dotted(spec.common, spec.budgets.get(agent.kind, {})), agent.config)
+        keys = list(agent.sweep)
+        for values in itertools.product(*(agent.sweep[k] for k in keys)):
+            point = dict(zip(keys, values, strict=True))
+            name = variant_name(agent.name, point)
+            if name in seen:
+                problems.append(f"  agents[{index}] ({agent.name}): variant name {name} repeats")
+            seen.add(name)
+            for seed in spec.seeds:
+                data = {**_set_dotted(base, point), **shared, "seed": seed}
+                try:
+                    config = config_cls.model_validate(data)
+                except ValidationError as err:
+                    for error in err.errors():
+                        problems.append(
+                            f"  agents[{index}] ({agent.name}, variant {name}): "
+                            f"{_format_loc(tuple(error['loc']))}: {error['msg']}"
+                        )
+                    break
+                runs.append(
+                    RunSpec(
+                        variant=name,
+                        agent=agent.name,
+                        kind=agent.kind,
+                        seed=seed,
+                        config=config.model_dump(mode="json"),
+                    )
+                )
+    if problems:
+        raise ExperimentError(
+            f"invalid agent configs in {source}:\n" + "\n".join(dict.fromkeys(problems))
+        )
+    return runs
+
+
+__all__ = [
+    "AgentSpec",
+    "DatasetSpec",
+    "EnvironmentSpec",
+    "ExperimentError",
+    "ExperimentSpec",
+    "RunSpec",
+    "builtin_names",
+    "expand",
+    "load_experiment",
+    "parse_experiment",
+]

@@ -1,0 +1,351 @@
+"""Offline training of the GM agent (agent kind ``dt``), then its evaluation.
+
+``run(config, run_dir)`` loads the demonstrations, fits a :class:`DecisionTransformer` on
+segments of them (AdamW, linear warm-up, grad-norm clipping), checkpoints it, and finally
+acts in the environment with the configured conditioning strategy, writing the evaluation
+episodes to ``episodes.csv`` with phase ``offline_eval``. A run directory that already
+holds a checkpoint is resumed from it, with the same numbers as an uninterrupted run.
+
+The building blocks (``build_model``, ``make_optimizer``, ``update``, ``load_model``) are
+public so that the online trainer and the baselines use the same ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from pydantic import Field, field_validator
+
+from ogm.agents.actor import DTActor, rollout
+from ogm.agents.conditioning import make_strategy
+from ogm.data.trajectory import Trajectory
+from ogm.models.decision_transformer import DecisionTransformer, DTConfig, return_bin_edges_for
+from ogm.train.config import CommonConfig
+from ogm.train.rundir import (
+    RunDir,
+    RunDirError,
+    episode_row,
+    load_checkpoint,
+    pack_state,
+    set_torch_rng_state,
+    torch_rng_state,
+    unpack_state,
+)
+from ogm.train.segments import SegmentBatch, TrajectoryPool, dt_loss, observation_stats
+
+
+class OfflineConfig(CommonConfig):
+    """The GM agent: a Decision Transformer trained offline on demonstrations."""
+
+    kind: Literal["dt"] = "dt"
+    # model (names as in the DT / ODT papers and code)
+    n_layer: int = Field(3, gt=0)
+    n_head: int = Field(1, gt=0)
+    n_embd: int = Field(128, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    activation: Literal["relu", "gelu"] = "relu"
+    context_len: int = Field(20, gt=0)  # K during training
+    eval_context_len: int | None = Field(None, gt=0)  # K when acting (default: context_len)
+    use_timesteps: bool = False
+    max_ep_len: int = Field(1000, gt=0)
+    n_bins: int = Field(64, gt=0)  # return bins of the return head
+    reward_scale: float = Field(1.0, gt=0.0)
+    # optimisation
+    updates: int = Field(3000, ge=0)
+    batch_size: int = Field(64, gt=0)
+    learning_rate: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    warmup_steps: int = Field(300, ge=0)
+    grad_clip: float = Field(0.25, gt=0.0)
+    alpha: float = Field(0.0, ge=0.0)  # entropy bonus (fixed offline)
+    return_coef: float = Field(1.0, ge=0.0)  # weight of the return head's cross-entropy
+    # bookkeeping and evaluation
+    log_every: int = Field(100, gt=0)
+    checkpoint_every: int = Field(1000, gt=0)
+    strategy: str = "percentile:90"
+    eval_deterministic: bool = True
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        make_strategy(value)
+        return value
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def dataset_cache_dir() -> Path:
+    """Where datasets built from recipes are cached (``$OGM_CACHE_DIR/datasets``)."""
+    return Path(os.environ.get("OGM_CACHE_DIR", "~/.cache/ogm")).expanduser() / "datasets"
+
+
+def load_demonstrations(config: CommonConfig) -> list[Trajectory]:
+    """The trajectories the config's ``dataset`` names (a path, or a recipe built once)."""
+    from ogm.data.dataset import build_dataset, load_trajectories
+
+    if config.dataset is None:
+        raise ValueError(f"{type(config).__name__}.dataset must name the demonstrations")
+    if isinstance(config.dataset, str):
+        return load_trajectories(config.dataset)
+    return load_trajectories(build_dataset(config.dataset, dataset_cache_dir()))
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(
+    config: OfflineConfig, trajectories: Sequence[Trajectory], action_space: gym.Space
+) -> DecisionTransformer:
+    """A fresh model sized for the data: return bins over its returns-to-go, normaliser
+    from its observations, action head from ``action_space``."""
+    rtg = np.concatenate([t.returns_to_go() for t in trajectories])
+    if isinstance(action_space, gym.spaces.Discrete):
+        action = {"act_dim": int(action_space.n), "discrete": True}
+    elif isinstance(action_space, gym.spaces.Box):
+        action = {
+            "act_dim": int(np.prod(action_space.shape)),
+            "discrete": False,
+            "action_low": tuple(np.ravel(action_space.low)),
+            "action_high": tuple(np.ravel(action_space.high)),
+        }
+    else:
+        raise ValueError(f"the Decision Transformer needs Discrete or Box actions, got {action_space}")
+    dt_config = DTConfig(
+        obs_shape=trajectories[0].states.shape[1:],
+        return_bin_edges=return_bin_edges_for(rtg.min(), rtg.max(), config.n_bins),
+        reward_scale=config.reward_scale,
+        context_len=config.context_len,
+        max_ep_len=config.max_ep_len,
+        use_timesteps=config.use_timesteps,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        n_embd=config.n_embd,
+        activation=config.activation,
+        dropout=config.dropout,
+        **action,
+    )
+    model = DecisionTransformer(dt_config)
+    model.set_obs_normalizer(*observation_stats(trajectories))
+    return model
+
+
+def model_checkpoint(model: DecisionTransformer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors (``model.*``) and JSON state (``model_config``) that :func:`load_model` reads."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    return tensors, {"model_config": model.config.to_dict()}
+
+
+def load_model(
+    path: Path | str,
+    *,
+    expect: DTConfig | None = None,
+    device: torch.device | str = "cpu",
+) -> DecisionTransformer:
+    """The model stored in a checkpoint (or a run directory's latest one).
+
+    With ``expect``, a checkpoint whose config differs is an error naming the fields; a
+    checkpoint whose tensors do not fit its own config is an error naming the tensors.
+    """
+    checkpoint = load_checkpoint(Path(path))
+    if "model_config" not in checkpoint.state:
+        raise RunDirError(f"checkpoint {checkpoint.path} holds no Decision Transformer")
+    try:
+        config = DTConfig.from_dict(checkpoint.state["model_config"])
+    except (TypeError, ValueError) as err:
+        raise RunDirError(f"checkpoint {checkpoint.path}: bad model_config: {err}") from err
+    if expect is not None and expect != config:
+        ours, theirs = expect.to_dict(), config.to_dict()
+        fields = sorted(k for k in ours if ours[k] != theirs[k])
+        raise RunDirError(
+            f"checkpoint {checkpoint.path} has a different model config; differing: "
+            + ", ".join(f"{k} ({theirs[k]!r} stored, {ours[k]!r} expected)" for k in fields)
+        )
+    model = DecisionTransformer(config)
+    load_model_tensors(model, checkpoint.tensors, str(checkpoint.path))
+    return model.to(device)
+
+
+def load_model_tensors(
+    model: DecisionTransformer, tensors: dict[str, torch.Tensor], where: str
+) -> None:
+    """Copy the ``model.*`` tensors into ``model``; any missing, extra or misshapen tensor is
+    an error naming it."""
+    own = model.state_dict()
+    stored = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    problems = [f"missing {k}" for k in own if k not in stored]
+    problems += [f"unexpected {k}" for k in stored if k not in own]
+    problems += [
+        f"{k} has shape {tuple(stored[k].shape)}, config needs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in stored and stored[k].shape != v.shape
+    ]
+    if problems:
+        raise RunDirError(f"checkpoint {where} does not fit its model config: " + "; ".join(problems))
+    model.load_state_dict(stored)
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def make_optimizer(
+    model: torch.nn.Module, learning_rate: float, weight_decay: float, warmup_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (weight decay on matrices only, as in nanoGPT) with linear warm-up."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
+    )
+    return optimizer, scheduler
+
+
+def update(
+    model: DecisionTransformer,
+    batch: SegmentBatch,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    alpha: float | torch.Tensor = 0.0,
+    return_coef: float = 1.0,
+    grad_clip: float = 0.25,
+) -> dict[str, float]:
+    """One gradient step on :func:`dt_loss`; returns its stats plus ``grad_norm``."""
+    model.train()
+    loss, stats = dt_loss(model, batch, alpha=alpha, return_coef=return_coef)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+    optimizer.step()
+    scheduler.step()
+    return stats
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def make_eval_env(config: CommonConfig, num_envs: int) -> gym.vector.VectorEnv:
+    """The config's environment as ``num_envs`` copies without autoreset (for rollout)."""
+    from ogm.envs import make_vector
+
+    return make_vector(
+        config.env_id, num_envs, autoreset_mode=AutoresetMode.DISABLED, **config.env_kwargs
+    )
+
+
+def run(config: OfflineConfig, run_dir: Path) -> None:
+    """Train (or resume) the offline DT in ``run_dir``, then evaluate it (see module doc)."""
+    run = RunDir.open_or_create(run_dir, kind="dt", config=config, seed=config.seed)
+    device = config.torch_device()
+    trajectories = load_demonstrations(config)
+    num_envs = max(1, min(config.num_envs, config.eval_episodes))
+    env = make_eval_env(config, num_envs)
+    try:
+        torch.manual_seed(config.seed)
+        model = build_model(config, trajectories, env.single_action_space).to(device)
+        optimizer, scheduler = make_optimizer(
+            model, config.learning_rate, config.weight_decay, config.warmup_steps
+        )
+        rng = np.random.default_rng(config.seed)
+        step = 0
+        checkpoint = run.resume()
+        if checkpoint is not None:
+            load_model_tensors(model, checkpoint.tensors, str(checkpoint.path))
+            opt_tensors = {k: v for k, v in checkpoint.tensors.items() if k.startswith("optim")}
+            optimizer.load_state_dict(unpack_state(checkpoint.state["optimizer"], opt_tensors))
+            scheduler.load_state_dict(checkpoint.state["scheduler"])
+            rng.bit_generator.state = checkpoint.state["numpy_rng"]
+            rng_tensors = {k.removeprefix("rng."): v for k, v in checkpoint.tensors.items() if k.startswith("rng.")}
+            set_torch_rng_state(rng_tensors)
+            step = checkpoint.step
+
+        def save(step: int) -> None:
+            tensors, state = model_checkpoint(model)
+            opt_tensors, opt_state = pack_state(optimizer.state_dict(), "optim")
+            tensors.update(opt_tensors)
+            tensors.update({f"rng.{k}": v for k, v in torch_rng_state().items()})
+            state.update(
+                optimizer=opt_state,
+                scheduler=scheduler.state_dict(),
+                numpy_rng=rng.bit_generator.state,
+            )
+            run.save_checkpoint(step, tensors=tensors, state=state)
+
+        pool = TrajectoryPool(trajectories)
+        tb = run.tensorboard()
+        tick, tick_step = time.perf_counter(), step
+        while step < config.updates:
+            batch = pool.sample(config.batch_size, config.context_len, rng).to(device)
+            stats = update(
+                model,
+                batch,
+                optimizer,
+                scheduler,
+                alpha=config.alpha,
+                return_coef=config.return_coef,
+                grad_clip=config.grad_clip,
+            )
+            step += 1
+            if step % config.log_every == 0 or step == config.updates:
+                now = time.perf_counter()
+                stats["updates_per_s"] = (step - tick_step) / max(now - tick, 1e-9)
+                stats["lr"] = scheduler.get_last_lr()[0]
+                tick, tick_step = now, step
+                run.rounds.append({"step": step, **stats})
+                for key, value in stats.items():
+                    tb.add_scalar(f"offline/{key}", value, step)
+            if step % config.checkpoint_every == 0 or step == config.updates:
+                save(step)
+        if checkpoint is None and config.updates == 0:
+            save(0)
+
+        strategy = make_strategy(config.strategy)
+        strategy.observe([t.ret for t in trajectories])
+        actor = DTActor(model, num_envs, context_len=config.eval_context_len, device=device)
+        results = rollout(
+            actor,
+            env,
+            strategy,
+            config.eval_episodes,
+            seed=config.seed + 1_000_000,  # evaluation seeds apart from training's
+            deterministic=config.eval_deterministic,
+        )
+        event_names = list(results[0].trajectory.events) if results else []
+        run.episodes(event_names).extend(
+            episode_row(
+                r.trajectory,
+                phase="offline_eval",
+                round=0,
+                episode=i,
+                env_steps=0,
+                event_names=event_names,
+                target_return=r.target_return,
+            )
+            for i, r in enumerate(results)
+        )
+        returns = [r.trajectory.ret for r in results]
+        run.set_status(
+            "done",
+            eval_return_mean=float(np.mean(returns)) if returns else None,
+            eval_performance_mean=(
+                float(np.mean([r.trajectory.performance for r in results])) if results else None
+            ),
+        )
+    except BaseException:
+        run.set_status("failed")
+        raise
+    finally:
+        env.close()
+        run.close()

@@ -1,0 +1,256 @@
+"""Experiment files, grid expansion and the runner (with a fake, fast, checkpointing agent)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+
+from ogm.experiments import registry
+from ogm.experiments.runner import ERROR_FILE, run_experiment
+from ogm.experiments.spec import ExperimentError, builtin_names, expand, parse_experiment
+from ogm.train.config import CommonConfig
+from ogm.train.rundir import RunDir
+
+
+# ----------------------------------------------------------------------------- the fake agent
+class FakeConfig(CommonConfig):
+    """A fake agent: logs ``episodes`` episodes of a behaviour that emerges at episode 10."""
+
+    kind: Literal["fake"] = "fake"
+    episodes: int = 20
+    sleep: float = 0.0
+    fail: bool = False
+
+
+def fake_run(config: FakeConfig, run_dir: Path) -> None:
+    """Writes one episode per step and checkpoints after each, like a real agent."""
+    run = RunDir.open_or_create(run_dir, kind="fake", config=config, seed=config.seed)
+    checkpoint = run.resume()
+    rng = np.random.default_rng(config.seed)
+    start = 0
+    if checkpoint is not None:
+        rng.bit_generator.state = checkpoint.state["rng"]
+        start = checkpoint.step
+    (Path(run_dir) / "pid").write_text(str(os.getpid()))
+    log = run.episodes(["hack"])
+    for episode in range(start, config.episodes):
+        if config.fail and episode == 3:
+            raise RuntimeError("fake failure on purpose")
+        length = 10
+        count = int(rng.binomial(length, 1.0 / (1.0 + math.exp(-(episode - 10) / 2.0))))
+        log.append(
+            {
+                "phase": "online",
+                "round": episode,
+                "episode": episode,
+                "env_steps": (episode + 1) * length,
+                "return": float(rng.normal(count, 1.0)),
+                "performance": float(length - count),
+                "length": length,
+                "target_return": 1.0,
+                "ev_hack": count,
+                "ev_hack_share": count / length,
+            }
+        )
+        time.sleep(config.sleep)
+        run.save_checkpoint(episode + 1, state={"rng": rng.bit_generator.state})
+    run.set_status("done")
+
+
+registry.register("fake", __name__, "FakeConfig", "fake_run")
+
+EXPERIMENT = """
+name = "tiny"
+seeds = [0, 1]
+
+[environment]
+env_id = "ogm/TomatoWatering-v0"
+
+[common]
+eval_episodes = 0
+
+[budgets.fake]
+episodes = 16
+
+[[agents]]
+name = "fake"
+kind = "fake"
+config = { sleep = 0.15 }
+sweep = { num_envs = [1, 2] }
+
+[[agents]]
+name = "broken"
+kind = "fake"
+config = { fail = true }
+"""
+
+
+# ----------------------------------------------------------------------------- spec
+
+
+def test_expand_builds_the_grid_with_readable_names_and_merged_configs():
+    spec = parse_experiment(EXPERIMENT)
+    runs = expand(spec)
+    assert [r.relpath for r in runs] == [
+        "fake__num_envs=1/seed_0",
+        "fake__num_envs=1/seed_1",
+        "fake__num_envs=2/seed_0",
+        "fake__num_envs=2/seed_1",
+        "broken/seed_0",
+        "broken/seed_1",
+    ]
+    first = runs[0].config
+    assert first["episodes"] == 16  # from budgets.fake
+    assert first["eval_episodes"] == 0  # from common
+    assert first["sleep"] == 0.15 and first["num_envs"] == 1 and first["seed"] == 0
+    assert first["env_id"] == "ogm/TomatoWatering-v0"
+    assert runs[3].config["num_envs"] == 2 and runs[3].config["seed"] == 1
+
+
+def test_seed_count_expands_to_range():
+    spec = parse_experiment(EXPERIMENT.replace("seeds = [0, 1]", "seeds = 3"))
+    assert spec.seeds == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("seeds = [0, 1]", "seeds = [0, 0]"), r":3: seeds: seeds repeat"),
+        (
+            ('kind = "fake"\nconfig = { fail', 'kind = "nope"\nconfig = { fail'),
+            r":22: agents\[1\]\.kind: unknown agent kind 'nope'",
+        ),
+        (("[common]", "[commn]"), r":8: commn: Extra inputs are not permitted"),
+        (
+            ("sweep = { num_envs = [1, 2] }", "sweep = { num_envs = [] }"),
+            r":18: agents\[0\]\.sweep: sweep list 'num_envs' is empty",
+        ),
+        (
+            ("config = { sleep = 0.15 }", "config = { seed = 3 }"),
+            r"agents\[0\]: config sets \['seed'\]",
+        ),
+        (('name = "fake"', 'name = "fa ke"'), r":15: agents\[0\]\.name: 'fa ke' must start"),
+        (
+            ('env_id = "ogm/TomatoWatering-v0"', "env = 1"),
+            r":5: environment\.env_id: Field required",
+        ),
+        (("[budgets.fake]", "[budgets.fake"), r"not valid TOML: .*line 11"),
+    ],
+)
+def test_invalid_experiment_files_name_line_and_field(edit, expected):
+    text = EXPERIMENT.replace(*edit)
+    assert text != EXPERIMENT
+    with pytest.raises(ExperimentError, match=expected):
+        parse_experiment(text, "tiny.toml")
+
+
+def test_agent_config_errors_name_the_agent_variant_and_field():
+    text = EXPERIMENT.replace("config = { sleep = 0.15 }", 'config = { sleep = "slow", bogus = 1 }')
+    with pytest.raises(ExperimentError) as info:
+        expand(parse_experiment(text), "tiny.toml")
+    message = str(info.value)
+    assert "agents[0] (fake, variant fake__num_envs=1): sleep:" in message
+    assert "agents[0] (fake, variant fake__num_envs=1): bogus: Extra inputs" in message
+
+
+def test_builtin_experiments_parse():
+    names = builtin_names()
+    for required in (
+        "side-effects",
+        "tomato-watering",
+        "absent-supervisor",
+        "boat-race",
+        "tomato-watering-quick",
+    ):
+        assert required in names
+    from ogm.experiments.spec import load_experiment
+
+    for name in names:
+        spec, _ = load_experiment(name)
+        assert spec.name == name
+
+
+def test_unknown_experiment_lists_builtins():
+    from ogm.experiments.spec import load_experiment
+
+    with pytest.raises(ExperimentError, match=r"built-ins: .*tomato-watering-quick"):
+        load_experiment("no-such-experiment")
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def _reference_csv(tmp_path: Path, config: dict) -> str:
+    path = tmp_path / "reference"
+    fake_run(FakeConfig.model_validate(config), path)
+    return (path / "episodes.csv").read_text()
+
+
+def test_runner_survives_failure_and_sigkill_then_resumes_identically(tmp_path):
+    spec = parse_experiment(EXPERIMENT)
+    out = tmp_path / "out"
+    victim = out / "fake__num_envs=2" / "seed_1"
+    summaries = []
+    thread = threading.Thread(
+        target=lambda: summaries.append(run_experiment(spec, out, workers=2, progress=False))
+    )
+    thread.start()
+    deadline = time.monotonic() + 60
+    killed = False
+    while time.monotonic() < deadline and thread.is_alive():
+        episodes = victim / "episodes.csv"
+        if (
+            (victim / "pid").exists()
+            and episodes.exists()
+            and len(episodes.read_text().splitlines()) > 5
+        ):
+            os.kill(int((victim / "pid").read_text()), signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.05)
+    thread.join(120)
+    assert killed, "the victim run never got going"
+    (first,) = summaries
+    failed = {o.run.relpath: o.detail for o in first.failed}
+    assert set(failed) == {"fake__num_envs=2/seed_1", "broken/seed_0", "broken/seed_1"}
+    assert "SIGKILL" in failed["fake__num_envs=2/seed_1"]
+    assert "fake failure on purpose" in failed["broken/seed_0"]
+    assert "fake failure on purpose" in (out / "broken/seed_0" / ERROR_FILE).read_text()
+    assert RunDir.open(out / "broken/seed_0").status == "failed"
+    assert first.count("done") == 3
+    assert RunDir.open(victim).status == "running"
+    partial = len((victim / "episodes.csv").read_text().splitlines())
+    assert partial < 17  # header + 16 episodes: it really was cut short
+
+    second = run_experiment(spec, out, workers=2, progress=False)
+    assert second.count("skipped") == 3
+    assert {o.run.relpath for o in second.outcomes if o.status == "done"} == {
+        "fake__num_envs=2/seed_1"
+    }
+    assert RunDir.open(victim).status == "done"
+    victim_config = next(r.config for r in expand(spec) if r.relpath == "fake__num_envs=2/seed_1")
+    assert (victim / "episodes.csv").read_text() == _reference_csv(tmp_path, victim_config)
+    record = (out / "experiment.json").read_text()
+    assert '"fake__num_envs=2/seed_1"' in record
+
+
+def test_ray_backend_without_ray_is_a_clear_error(tmp_path):
+    try:
+        import ray  # noqa: F401
+
+        pytest.skip("ray is installed")
+    except ImportError:
+        pass
+    from ogm.experiments.runner import RunnerError
+
+    spec = parse_experiment(EXPERIMENT)
+    with pytest.raises(RunnerError, match=r"pip install 'ogm\[ray\]'"):
+        run_experiment(spec, tmp_path, backend="ray", progress=False)

@@ -1,0 +1,173 @@
+"""The Decision Transformer: token order without leaks, masking, heads, bins, encoders."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ogm.models import DecisionTransformer, DTConfig, TanhGaussianPolicy, return_bin_edges_for
+
+
+def make_model(discrete: bool = True, obs_shape=(5,), **kw) -> DecisionTransformer:
+    torch.manual_seed(0)
+    action = (
+        {"act_dim": 4}
+        if discrete
+        else {"act_dim": 2, "action_low": (-1.0, 0.0), "action_high": (1.0, 3.0)}
+    )
+    config = DTConfig(
+        obs_shape=obs_shape,
+        discrete=discrete,
+        return_bin_edges=return_bin_edges_for(0.0, 10.0, 11),
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        dropout=0.0,
+        **action,
+        **kw,
+    )
+    return DecisionTransformer(config).eval()
+
+
+def inputs(model: DecisionTransformer, B: int = 3, K: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    obs = torch.randn(B, K, *cfg.obs_shape, generator=g)
+    if cfg.discrete:
+        actions = torch.randint(0, cfg.act_dim, (B, K), generator=g)
+    else:
+        actions = torch.rand(B, K, cfg.act_dim, generator=g)
+    rtg = torch.rand(B, K, 1, generator=g) * 10
+    timesteps = torch.arange(K).repeat(B, 1)
+    return rtg, obs, actions, timesteps
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_no_information_leaks_through_the_token_order(discrete):
+    """Return head at s_t must not see R_t; action head at R_t must not see a_t."""
+    model = make_model(discrete, use_timesteps=True)
+    rtg, obs, actions, timesteps = inputs(model)
+    base = model(rtg, obs, actions, timesteps)
+    t = 3
+    rtg2 = rtg.clone()
+    rtg2[:, t:] += 5.0
+    actions2 = torch.roll(actions, 1, dims=0)
+    out_r = model(rtg2, obs, actions, timesteps)
+    out_a = model(rtg, obs, torch.cat((actions[:, :t], actions2[:, t:]), 1), timesteps)
+    # return logits up to t are blind to R_t and later
+    torch.testing.assert_close(out_r.return_logits[:, : t + 1], base.return_logits[:, : t + 1])
+    assert not torch.allclose(out_r.return_logits[:, t + 1 :], base.return_logits[:, t + 1 :])
+    # the action at t reads R_t, but not a_t or anything later
+    head = (lambda p: p.logits) if discrete else (lambda p: p.mean)
+    assert not torch.allclose(head(out_r.policy)[:, t], head(base.policy)[:, t])
+    torch.testing.assert_close(head(out_a.policy)[:, : t + 1], head(base.policy)[:, : t + 1])
+
+
+@pytest.mark.parametrize("obs_shape", [(5,), (3, 4, 5)])
+def test_left_padding_is_invisible(obs_shape):
+    """A short sequence left-padded to K gives the same outputs as the sequence alone,
+    whatever the padded positions hold."""
+    model = make_model(obs_shape=obs_shape, use_timesteps=True)
+    K, n = 7, 4
+    real = inputs(model, B=2, K=K, seed=0)
+    junk = inputs(model, B=2, K=K, seed=1)
+    padded = [torch.cat((j[:, : K - n], r[:, K - n :]), dim=1) for r, j in zip(real, junk, strict=True)]
+    mask = torch.zeros(2, K, dtype=torch.bool)
+    mask[:, K - n :] = True
+    out = model(*padded, mask)
+    short = model(*(r[:, K - n :] for r in real))
+    torch.testing.assert_close(out.return_logits[:, -n:], short.return_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.policy.logits[:, -n:], short.policy.logits, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(out.return_logits).all() and torch.isfinite(out.policy.logits).all()
+
+
+def test_return_bins_cover_the_range_and_clamp():
+    edges = return_bin_edges_for(-1.0, 3.0, 5)
+    np.testing.assert_allclose(np.diff(edges), 1.0)
+    model = DecisionTransformer(DTConfig(obs_shape=(1,), act_dim=2, discrete=True, return_bin_edges=edges))
+    np.testing.assert_allclose(model.return_bin_centers.numpy(), [-1.0, 0.0, 1.0, 2.0, 3.0])
+    index = model.return_bin_index(torch.tensor([-5.0, -1.0, -0.51, -0.49, 2.49, 3.0, 3.2, 99.0]))
+    assert index.tolist() == [0, 0, 0, 1, 3, 4, 4, 4]  # top return -> top bin
+    assert return_bin_edges_for(2.0, 2.0, 3)[0] < 2.0 < return_bin_edges_for(2.0, 2.0, 3)[-1]
+
+
+def test_tanh_gaussian_log_prob_is_an_exact_density():
+    """log_prob integrates to one over the box and agrees with torch's transformed normal."""
+    mean, log_std = torch.tensor([[0.3, -0.5]]), torch.tensor([[-0.7, 0.2]])
+    low, high = torch.tensor([-1.0, 0.0]), torch.tensor([1.0, 3.0])
+    policy = TanhGaussianPolicy(mean, log_std, low, high)
+    reference = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mean, log_std.exp()),
+        [
+            torch.distributions.TanhTransform(),
+            torch.distributions.AffineTransform((low + high) / 2, (high - low) / 2),
+        ],
+    )
+    a = policy.sample(torch.Generator().manual_seed(0))
+    torch.testing.assert_close(policy.log_prob(a), reference.log_prob(a).sum(-1), atol=1e-4, rtol=1e-4)
+    for d in range(2):  # marginal density per dimension integrates to 1
+        grid = torch.linspace(low[d] + 1e-5, high[d] - 1e-5, 200001)
+        one = TanhGaussianPolicy(mean[:, d : d + 1], log_std[:, d : d + 1], low[d : d + 1], high[d : d + 1])
+        density = one.log_prob(grid[:, None].unsqueeze(0)).exp()
+        assert abs(torch.trapezoid(density, grid).item() - 1.0) < 2e-3
+    # the one-sample entropy estimate is unbiased: its mean is the entropy -E[log p]
+    g = torch.Generator().manual_seed(1)
+    big = TanhGaussianPolicy(mean.expand(20000, 2), log_std.expand(20000, 2), low, high)
+    estimate = big.entropy(g).mean().item()
+    samples = reference.sample((20000,))
+    assert abs(estimate + reference.log_prob(samples).sum(-1).mean().item()) < 0.05
+    # targets on the bounds are clamped inside, giving finite log-likelihoods
+    assert torch.isfinite(policy.log_prob(torch.stack((low, high)))).all()
+    torch.testing.assert_close(policy.mode(), torch.tanh(mean) * (high - low) / 2 + (high + low) / 2)
+
+
+def test_log_std_is_bounded():
+    model = make_model(discrete=False)
+    with torch.no_grad():
+        model.action_head.bias.fill_(1e3)
+    out = model(*inputs(model))
+    assert out.policy.log_std.max() <= 2.0 and out.policy.log_std.min() >= -5.0
+    with torch.no_grad():
+        model.action_head.bias.fill_(-1e3)
+    assert model(*inputs(model)).policy.log_std.min() >= -5.0
+
+
+def test_categorical_head():
+    model = make_model()
+    rtg, obs, actions, timesteps = inputs(model)
+    policy = model(rtg, obs, actions, timesteps).policy
+    logp = torch.log_softmax(policy.logits, -1)
+    torch.testing.assert_close(policy.log_prob(actions), logp.gather(-1, actions[..., None])[..., 0])
+    torch.testing.assert_close(policy.entropy(), -(logp.exp() * logp).sum(-1))
+    assert policy[:, -1].mode().shape == (3,)
+    assert policy.log_prob(actions).shape == actions.shape
+    assert math.isclose(policy.probs().sum(-1).mean().item(), 1.0, rel_tol=1e-6)
+
+
+def test_encoder_follows_the_observation_shape():
+    assert isinstance(make_model(obs_shape=(5,)).embed_obs, torch.nn.Linear)
+    grid = make_model(obs_shape=(3, 4, 5)).embed_obs
+    assert any(isinstance(m, torch.nn.Conv2d) for m in grid.modules())
+    with pytest.raises(ValueError, match="obs_shape"):
+        make_model(obs_shape=(2, 3))
+
+
+def test_same_seed_same_weights_and_outputs():
+    a, b = make_model(), make_model()
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    torch.testing.assert_close(a(*inputs(a)).return_logits, b(*inputs(b)).return_logits, atol=0, rtol=0)
+
+
+def test_config_validation_and_round_trip():
+    cfg = make_model(discrete=False).config
+    assert DTConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown DTConfig fields"):
+        DTConfig.from_dict({**cfg.to_dict(), "n_layers": 3})
+    with pytest.raises(ValueError, match="uniform"):
+        DTConfig(obs_shape=(1,), act_dim=2, discrete=True, return_bin_edges=(0.0, 1.0, 3.0))
+    with pytest.raises(ValueError, match="action_low"):
+        DTConfig(obs_shape=(1,), act_dim=2, discrete=False, return_bin_edges=(0.0, 1.0))
