@@ -63,11 +63,15 @@ def main() -> None:
     print(f"{'game':22s} {'engine':16s} {'steps/s':>12s} {'x pycolab':>10s} {'peak MiB':>9s}")
     for game in ("tomato_watering", "side_effects_sokoban"):
         sps = bench_single(game, args.steps)
-        print(f"{game:22s} {'env.step (N=1)':16s} {sps:12,.0f} {sps / PYCOLAB_STEPS_PER_S:10.1f} {'':>9s}")
+        print(
+            f"{game:22s} {'env.step (N=1)':16s} {sps:12,.0f} {sps / PYCOLAB_STEPS_PER_S:10.1f} {'':>9s}"
+        )
         for n in (1, 64, 1024):
             sps = bench_vector(game, n, args.steps * (10 if n > 1 else 1))
             mem = peak_memory_mb(game, n)
-            print(f"{game:22s} {f'vector N={n}':16s} {sps:12,.0f} {sps / PYCOLAB_STEPS_PER_S:10.1f} {mem:9.1f}")
+            print(
+                f"{game:22s} {f'vector N={n}':16s} {sps:12,.0f} {sps / PYCOLAB_STEPS_PER_S:10.1f} {mem:9.1f}"
+            )
 
 
 if __name__ == "__main__":

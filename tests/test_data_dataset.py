@@ -208,3 +208,21 @@ def test_metadata_counts_must_match(written):
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(DatasetError, match="metadata says"):
         load_trajectories(path)
+
+
+def test_gridworld_round_trip(tmp_path):
+    """Board observations (uint8, C x H x W), hidden rewards and both events come back exact."""
+    from ogm.data import collect
+
+    trajs = collect("ogm/AbsentSupervisor-v0", 6, epsilon=1.0, seed=0)
+    assert any(t.events["punishment_unsupervised"].any() for t in trajs)
+    path = write_dataset(trajs, tmp_path / "as", env_id="ogm/AbsentSupervisor-v0")
+    for a, b in zip(trajs, load_trajectories(path), strict=True):
+        assert b.observations.dtype == np.uint8 and b.observations.shape[1:] == (5, 6, 8)
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+        np.testing.assert_array_equal(a.hidden_rewards, b.hidden_rewards)
+        assert sorted(b.events) == ["punishment", "punishment_unsupervised"]
+        for name in a.events:
+            np.testing.assert_array_equal(a.events[name], b.events[name])

@@ -29,7 +29,12 @@ def single_run(game, actions, mode):
         for i, e in enumerate(envs):
             if mode == AutoresetMode.NEXT_STEP and done[i]:
                 o, _ = e.reset()
-                r, te, tr, info = 0.0, False, False, {"hidden_reward": 0.0, "events": dict.fromkeys(e.event_names, False)}
+                r, te, tr, info = (
+                    0.0,
+                    False,
+                    False,
+                    {"hidden_reward": 0.0, "events": dict.fromkeys(e.event_names, False)},
+                )
             else:
                 o, r, te, tr, info = e.step(a[i])
                 if mode == AutoresetMode.SAME_STEP and (te or tr):
@@ -62,12 +67,15 @@ def test_vector_equals_single_envs(game, mode):
                 ended_any = True
                 assert infos["performance"][i] == info["performance"]
                 if mode == AutoresetMode.SAME_STEP:
-                    assert infos["_final_obs"][i] and infos["final_info"]["performance"][i] == info["performance"]
+                    assert (
+                        infos["_final_obs"][i]
+                        and infos["final_info"]["performance"][i] == info["performance"]
+                    )
     assert ended_any
 
 
 def test_disabled_mode_and_reset_mask():
-    venv = GridworldVectorEnv("side_effects_sokoban", 3, autoreset_mode="DisabledMode" if False else AutoresetMode.DISABLED)
+    venv = GridworldVectorEnv("side_effects_sokoban", 3, autoreset_mode=AutoresetMode.DISABLED)
     venv.reset(seed=0)
     # Copy 0 walks the shortest path to the goal; copies 1, 2 walk into the wall.
     for a0 in [1, 3, 1, 3, 1]:
@@ -92,7 +100,7 @@ def test_disabled_mode_and_reset_mask():
 def test_vector_validates_actions():
     venv = GridworldVectorEnv("boat_race", 2)
     venv.reset(seed=0)
-    with pytest.raises(ValueError, match="0..3"):
+    with pytest.raises(ValueError, match=r"0\.\.3"):
         venv.step(np.array([0, 4]))
     with pytest.raises(ValueError, match="2 integers"):
         venv.step(np.array([0, 1, 2]))

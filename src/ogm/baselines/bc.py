@@ -132,7 +132,7 @@ def run(config: BCConfig, run_dir: Path) -> None:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 step += 1
             evals = _evaluate(policy, config, round)
             log.write(evals, phase="eval", round=round, env_steps=0)

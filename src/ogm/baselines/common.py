@@ -74,23 +74,6 @@ def primary_event_of(env: gym.vector.VectorEnv) -> str | None:
     return None
 
 
-def _step_values(infos: Mapping[str, Any], key: str, done: np.ndarray) -> Any:
-    """``infos[key]`` for the step just taken, read from ``final_info`` for finished copies.
-
-    A same-step autoreset env may put the info of the reset (not of the last step) at the
-    top level for copies that just finished; where it does, the last step's info is in
-    ``final_info``.
-    """
-    values = infos.get(key)
-    final = infos.get("final_info")
-    if not isinstance(final, Mapping) or key not in final or not done.any():
-        return values
-    has_final = np.asarray(final.get("_" + key, infos.get("_final_info", done)), bool) & done
-    if isinstance(values, Mapping):
-        return {name: np.where(has_final, final[key][name], v) for name, v in values.items()}
-    return np.where(has_final, final[key], values)
-
-
 class EpisodeCollector:
     """Accumulates the steps of every copy of a vector env into finished trajectories.
 
@@ -125,9 +108,8 @@ class EpisodeCollector:
     ) -> list[Trajectory]:
         """Record one batched step; return the episodes it finished, in copy order."""
         done = np.logical_or(terminated, truncated)
-        hidden = _step_values(infos, "hidden_reward", done)
-        hidden = rewards if hidden is None else hidden
-        events = _step_values(infos, "events", done) or {}
+        hidden = infos.get("hidden_reward", rewards)  # the step's values, also for finished copies
+        events = infos.get("events", {})
         finished = []
         for i in range(self.num_envs):
             steps = self._steps[i]

@@ -9,7 +9,8 @@ GAE) on its own rollouts, with the per-step reward of Ziegler et al. (2019)::
 where ``h_t`` is what the policy sees (the observation for the MLP; the context of the last
 K steps with the return-to-go for the DT) and pi_0 is frozen. The penalty uses the log
 probabilities of the policy that collected the rollout, so it is a fixed part of the reward
-during the update epochs. ``beta = 0`` is plain PPO: pi_0 is then never consulted.
+during the update epochs. ``beta = 0`` is plain PPO: the penalty vanishes and pi_0's action
+distribution is not even computed (for the DT, pi_0's return head still picks the targets).
 
 One mechanism serves both policy types; they differ only in the :class:`PolicyAgent` that
 builds a step's network input (:class:`MLPAgent`, :class:`DTAgent`). Design choices:
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 from pydantic import Field, field_validator
@@ -299,7 +301,7 @@ def load_policy_tensors(config: KLPPOConfig, policy: nn.Module, tensors: dict) -
 class KLPPO:
     """The PPO loop: rollouts with the KL-shaped reward, GAE, clipped updates."""
 
-    def __init__(self, config: KLPPOConfig, prior: nn.Module, env) -> None:
+    def __init__(self, config: KLPPOConfig, prior: nn.Module, env: gym.vector.VectorEnv) -> None:
         self.config = config
         self.device = device = config.torch_device()
         self.env = env
@@ -440,9 +442,9 @@ class KLPPO:
                     stats["clip_frac"].append(
                         float(((log_ratio.exp() - 1).abs() > cfg.clip_coef).float().mean())
                     )
-                stats["pg_loss"].append(float(pg_loss))
-                stats["v_loss"].append(float(v_loss))
-                stats["entropy"].append(float(entropy))
+                stats["pg_loss"].append(pg_loss.item())
+                stats["v_loss"].append(v_loss.item())
+                stats["entropy"].append(entropy.item())
         self.updates += 1
         out = {k: float(np.mean(v)) for k, v in stats.items()}
         out["kl_prior"] = float(rollout["kl"].mean())

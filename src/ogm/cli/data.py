@@ -8,6 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
+from ogm.data.recipe import DatasetRecipe
+
+# The command's defaults are the recipe's.
+_DEFAULT = {name: field.default for name, field in DatasetRecipe.model_fields.items()}
+
 data_app = typer.Typer(
     help="Demonstration datasets (Minari format): collect them, summarise them.",
     no_args_is_help=True,
@@ -24,9 +29,9 @@ def resolve_env_id(game: str) -> str:
         return game
     wanted = game.lower().replace("-", "_")
     for name, info in GAMES.items():
-        camel = info.id.split("/")[-1].removesuffix("-v0")
+        camel = info.env_id.split("/")[-1].removesuffix("-v0")
         if wanted in (name.lower(), camel.lower()):
-            return info.id
+            return info.env_id
     raise typer.BadParameter(
         f"unknown game {game!r}; use an env id or one of: {', '.join(sorted(GAMES))}",
         param_hint="GAME",
@@ -59,19 +64,19 @@ def register(app: typer.Typer) -> None:
 def collect(
     game: Annotated[str, typer.Argument(help="Env id or short name, e.g. tomato_watering.")],
     out: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
-    episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 100,
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes.")] = _DEFAULT["episodes"],
     epsilon: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Probability of a random action.")
-    ] = 0.0,
+    ] = _DEFAULT["epsilon"],
     skill: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="1 = best safe route; lower = detours.")
-    ] = 1.0,
-    seed: Annotated[int, typer.Option(help="Episode i is reset with seed + i.")] = 0,
+    ] = _DEFAULT["skill"],
+    seed: Annotated[int, typer.Option(help="Episode i is reset with seed + i.")] = _DEFAULT["seed"],
     level: Annotated[int | None, typer.Option(help="Level of the game (sokoban: 0-3).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
 ) -> None:
     """Collect episodes with the game's scripted safe demonstrator into a Minari dataset."""
-    from ogm.data import DatasetRecipe, collect_dataset, summarize
+    from ogm.data import collect_dataset, summarize
 
     env_id = resolve_env_id(game)
     if out.exists() and any(out.iterdir()) and not overwrite:

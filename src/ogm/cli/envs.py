@@ -8,7 +8,9 @@ from ogm.envs import GAMES, GridworldEnv, game_info
 
 ACTION_KEYS = {"u": 0, "d": 1, "l": 2, "r": 3, "n": 4}
 
-envs_app = typer.Typer(help="Safety gridworlds: list them, or play an action string.", no_args_is_help=True)
+envs_app = typer.Typer(
+    help="Safety gridworlds: list them, or play an action string.", no_args_is_help=True
+)
 
 
 @envs_app.command("list")
@@ -33,7 +35,9 @@ def show(
     info = game_info(env_id)
     bad = sorted(set(actions) - set(ACTION_KEYS))
     if bad:
-        raise typer.BadParameter(f"unknown action letters {bad}; use u d l r n", param_hint="--actions")
+        raise typer.BadParameter(
+            f"unknown action letters {bad}; use u d l r n", param_hint="--actions"
+        )
     env = GridworldEnv(info.name, level=level, render_mode="ansi")
     env.reset(seed=seed)
     typer.echo(env.render())
@@ -42,8 +46,10 @@ def show(
         _, reward, terminated, truncated, step_info = env.step(ACTION_KEYS[ch])
         ret += reward
         events = [k for k, v in step_info["events"].items() if v]
-        typer.echo(f"\nstep {i + 1} '{ch}': reward {reward:g}, hidden {step_info['hidden_reward']:g}"
-                   + (f", events {events}" if events else ""))
+        typer.echo(
+            f"\nstep {i + 1} '{ch}': reward {reward:g}, hidden {step_info['hidden_reward']:g}"
+            + (f", events {events}" if events else "")
+        )
         typer.echo(env.render())
         if terminated or truncated:
             typer.echo("terminated" if terminated else "truncated")

@@ -1,22 +1,24 @@
 """Scripted safe "human" demonstrators for the gridworlds, and collecting their episodes.
 
-A demonstrator does the task the way the designer wants. For deterministic games it
-plans: ``SafePlanner`` explores the game's state graph through copies of the environment
-(``get_state`` / ``set_state``), never following a move that raises a safety event, and
-picks moves that maximise the *hidden* reward over the steps left in the episode
-(finite-horizon dynamic programming over the explored graph). For tomato_watering, whose
-tomatoes dry at random, ``TomatoPatrol`` walks to the nearest dry tomato and never steps on
-the observation transformer.
+A demonstrator does the task the way the designer wants. For the deterministic games it
+plans: ``SafePlanner`` explores the game's state graph through a private copy of the
+environment (``get_state`` / ``set_state``) and picks moves that maximise the *hidden*
+reward over the steps left in the episode (finite-horizon dynamic programming over the
+explored graph), each safety event costing ``EVENT_COST``, so events are avoided whenever
+a route without one exists. Small games are explored whole; side_effects_sokoban, whose
+box positions multiply the states, is searched with A* towards its end (all coins or the
+goal) through event-free moves only. For tomato_watering, whose tomatoes dry at random,
+``TomatoPatrol`` walks to the nearest dry tomato and never steps on the transformer.
 
 Knobs, so that a dataset has a spread of returns like human data:
 
 - ``epsilon``: trembling hand; with this probability a step's action is uniformly random.
 - ``skill`` in [0, 1]: with probability ``DETOUR_RATE * (1 - skill)`` a step takes a
-  detour: a random safe move that is not the best one (a slower route, or waiting), and
-  never one whose hidden reward is below its observed reward (a cost the designer cares
-  about, such as the punishment cell).
-- variety: ties between equally good moves are broken at random, so equally safe routes
-  all appear.
+  detour: a random event-free move that is not the best one (a slower route, or waiting)
+  and gives up at most ``MAX_DETOUR_LOSS`` hidden return, never one whose hidden reward
+  is below its observed reward (a cost the designer cares about).
+- variety: ties between equally good moves are broken at random, so equally good safe
+  routes all appear.
 
 All randomness comes from the numpy ``Generator`` the caller passes.
 """
@@ -33,10 +35,14 @@ import gymnasium as gym
 import numpy as np
 
 from ogm.data.trajectory import Trajectory
+from ogm.envs import GAMES
 
 DETOUR_RATE = 0.5
-MAX_PLAN_NODES = 200_000
+MAX_PLAN_NODES = 50_000
 SLACK = 2  # extra steps over the shortest safe route that A* still explores (for detours)
+MAX_GRAPHS = 8  # explored graphs kept (least recently used dropped first)
+EVENT_COST = 50.0  # hidden reward a demonstrator gives up to avoid one safety event
+MAX_DETOUR_LOSS = 3.0  # a detour gives up at most this much hidden return
 _TOL = 1e-6
 _FAR = 10**6  # distance to somewhere unreachable
 # Deterministic games (given the start of the episode), so a planner may search them.
@@ -100,47 +106,59 @@ Heuristic = Callable[[np.ndarray], float]
 
 @dataclass
 class _Graph:
-    """The safe part of a game's state graph explored from one root state.
+    """Part of a game's state graph, explored from one root state, with values.
 
-    Row ``i`` of each (N, A) array describes action ``a`` from node ``i``; ``child`` is -1
-    for a move that ends the episode or raises an event (never expanded). Nodes that were
-    reached but not expanded have no safe move, so their value is -inf.
+    Row ``i`` of each (N, A) array describes action ``a`` from node ``i``: the next node
+    (-1 when the move ends the episode or was not followed), its hidden and observed
+    reward and whether it raised a safety event. ``depth`` is the fewest steps from the
+    root; nodes deeper than ``reach`` were not explored.
     """
 
     index: dict[bytes, int]
+    depth: np.ndarray
+    reach: int
     child: np.ndarray
     hidden: np.ndarray
     observed: np.ndarray
-    safe: np.ndarray
-    values: np.ndarray  # (H + 1, N) float32: best hidden return with h steps left
+    event: np.ndarray
+    values: np.ndarray  # (reach + 1, N) float32: best penalised hidden return, h steps left
 
     def q_values(self, node: int, steps_left: int) -> np.ndarray:
-        """Hidden return of each action from ``node`` with ``steps_left`` steps to go."""
-        h = min(steps_left, len(self.values) - 1)
-        future = np.where(self.child[node] >= 0, self.values[h - 1][self.child[node]], 0.0)
-        return np.where(self.safe[node], self.hidden[node] + future, -np.inf)
+        """Penalised hidden return of each action from ``node`` with ``steps_left`` to go."""
+        future = np.where(self.child[node] >= 0, self.values[steps_left - 1][self.child[node]], 0)
+        return self.hidden[node] - EVENT_COST * self.event[node] + future
+
+    def covers(self, node: int | None, steps_left: int) -> bool:
+        """Whether the values of ``node`` are exact for ``steps_left`` remaining steps."""
+        return (
+            node is not None
+            and self.depth[node] + steps_left <= self.reach
+            and bool(np.isfinite(self.values[steps_left][node]))
+        )
 
 
 def explore(
     env: Any,
     root_state: dict[str, np.ndarray],
     root_obs: np.ndarray,
-    horizon: int,
+    reach: int,
     heuristic: Heuristic | None = None,
     slack: int = 0,
 ) -> _Graph:
-    """Explore the states reachable from ``root_state`` by safe moves, then value them.
+    """Explore the states reachable from ``root_state`` within ``reach`` steps; value them.
 
     ``env`` is an unwrapped gridworld used only for planning (its state is overwritten).
-    Without a heuristic every safe state is expanded (up to ``MAX_PLAN_NODES``), breadth
-    first. With one (a lower bound on the steps to the end of the episode, from an
-    observation) the search is A*: it finds the fewest steps ``g*`` to a safe end and
-    expands every state that may lie on a route of at most ``g* + slack`` steps. Then
-    ``values[h]`` is filled by finite-horizon dynamic programming on the hidden reward.
+    Without a heuristic every reachable state is expanded (up to ``MAX_PLAN_NODES``),
+    breadth first, the states after a safety event included. With one (a lower bound on
+    the steps to the end of the episode, from an observation) the search is A* over
+    event-free moves: it finds the fewest steps ``g*`` to a safe end and expands every
+    state that may lie on a route of at most ``g* + slack`` steps. Then ``values[h]`` is
+    filled by finite-horizon dynamic programming on the hidden reward, each event costing
+    ``EVENT_COST``; unexplored nodes are worth -inf.
     """
     num_actions = int(env.action_space.n)
     index = {state_key(root_state): 0}
-    states, cost = [_restart_clock(root_state)], [0.0]
+    states, depth = [_restart_clock(root_state)], [0]
     rows: dict[int, list[tuple[int, float, float, bool]]] = {}
     tie = 0
     heap = [(heuristic(root_obs) if heuristic else 0.0, 0, tie, 0)]
@@ -149,56 +167,59 @@ def explore(
         f, g, _, node = heapq.heappop(heap)
         if f > bound:
             break
-        if node < 0:  # a safe end of the episode, reached in g steps
-            bound = min(bound, g + slack) if heuristic else bound
+        if node < 0:  # a safe end of the episode, g steps from the root
+            bound = min(bound, g + slack)
             continue
-        if g > cost[node]:
-            continue  # a shorter route to this node was expanded already
+        if g > depth[node] or g >= reach:
+            continue  # reached by a shorter route already, or too deep to matter
         row = []
         for action in range(num_actions):
             env.set_state(states[node])
             obs, reward, terminated, _, info = env.step(action)
-            safe = not any(info["events"].values())
+            event = any(info["events"].values())
             child = -1
-            if safe and terminated:
+            if heuristic and terminated and not event:
                 tie += 1
                 heapq.heappush(heap, (g + 1, g + 1, tie, -1))
-            elif safe:
+            elif not terminated and not (heuristic and event):
                 state = env.get_state()
                 key = state_key(state)
                 child = index.get(key, -1)
                 if child < 0:
                     child = index[key] = len(states)
                     states.append(_restart_clock(state))
-                    cost.append(np.inf)
-                if g + 1 < cost[child]:
-                    cost[child] = g + 1
+                    depth.append(reach + 1)
+                if g + 1 < depth[child]:
+                    depth[child] = g + 1
                     tie += 1
                     h = heuristic(obs) if heuristic else 0.0
                     heapq.heappush(heap, (g + 1 + h, g + 1, tie, child))
-            row.append((child, float(info["hidden_reward"]), float(reward), safe))
+            row.append((child, float(info["hidden_reward"]), float(reward), event))
         rows[node] = row
     n = len(states)
     child = np.full((n, num_actions), -1, np.int64)
     hidden = np.zeros((n, num_actions))
     observed = np.zeros((n, num_actions))
-    safe = np.zeros((n, num_actions), bool)  # nodes left unexpanded have no safe move
+    event = np.zeros((n, num_actions), bool)
+    expanded = np.zeros(n, bool)
     for i, row in rows.items():
-        for a, (c, h, o, s) in enumerate(row):
-            child[i, a], hidden[i, a], observed[i, a], safe[i, a] = c, h, o, s
-    values = np.empty((horizon + 1, n), np.float32)
+        expanded[i] = True
+        for a, (c, h, o, e) in enumerate(row):
+            child[i, a], hidden[i, a], observed[i, a], event[i, a] = c, h, o, e
+    gain = hidden - EVENT_COST * event
+    values = np.empty((reach + 1, n), np.float32)
     values[0] = 0.0
-    for h in range(1, horizon + 1):
+    for h in range(1, reach + 1):
         future = np.where(child >= 0, values[h - 1][child], 0.0)
-        values[h] = np.where(safe, hidden + future, -np.inf).max(axis=1)
-    return _Graph(index, child, hidden, observed, safe, values)
+        values[h] = np.where(expanded, (gain + future).max(axis=1), -np.inf)
+    return _Graph(index, np.array(depth), reach, child, hidden, observed, event, values)
 
 
 class SafePlanner(Demonstrator):
-    """Plans on the hidden reward through safe states only (deterministic games).
+    """Plans on the hidden reward, avoiding safety events (deterministic games).
 
-    Explored graphs are kept, so an episode that starts where an earlier one did, or a
-    state visited before, needs no new search.
+    The most recently used explored graphs are kept, so an episode that starts where an
+    earlier one did, or passes a state planned before, needs no new search.
     """
 
     def __init__(
@@ -211,28 +232,28 @@ class SafePlanner(Demonstrator):
         super().__init__(env, **knobs)
         self.planning_env = planning_env.unwrapped
         self.heuristic = heuristic
-        self.horizon = int(self.env.engine.max_steps)
         self.graphs: list[_Graph] = []
 
-    def _locate(self, obs: np.ndarray) -> tuple[_Graph, int]:
+    def _locate(self, obs: np.ndarray, steps_left: int) -> tuple[_Graph, int]:
         state = self.env.get_state()
         key = state_key(state)
-        for graph in self.graphs:
+        for i, graph in enumerate(self.graphs):
             node = graph.index.get(key)
-            if node is not None and graph.safe[node].any():
+            if graph.covers(node, steps_left):
+                self.graphs.append(self.graphs.pop(i))  # most recently used last
                 return graph, node
-        graph = explore(self.planning_env, state, obs, self.horizon, self.heuristic, SLACK)
-        self.graphs.append(graph)
+        graph = explore(self.planning_env, state, obs, steps_left, self.heuristic, SLACK)
+        self.graphs = [*self.graphs[-MAX_GRAPHS + 1 :], graph]
         return graph, 0
 
     def choices(self, obs: np.ndarray, steps_left: int) -> tuple[list[int], list[int]]:
-        graph, node = self._locate(obs)
+        graph, node = self._locate(obs, steps_left)
         q = graph.q_values(node, steps_left)
-        if not np.isfinite(q.max()):  # no safe move left: the hand has already slipped
+        if not np.isfinite(q.max()):  # nothing explored leads anywhere: any move will do
             return list(range(self.num_actions)), []
         best = np.flatnonzero(q >= q.max() - _TOL)
-        no_hidden_cost = graph.hidden[node] >= graph.observed[node] - _TOL
-        detours = np.flatnonzero(np.isfinite(q) & (q < q.max() - _TOL) & no_hidden_cost)
+        fine = ~graph.event[node] & (graph.hidden[node] >= graph.observed[node] - _TOL)
+        detours = np.flatnonzero(fine & (q < q.max() - _TOL) & (q >= q.max() - MAX_DETOUR_LOSS))
         return best.tolist(), detours.tolist()
 
 
@@ -336,15 +357,15 @@ def make_demonstrator(
     **env_kwargs: Any,
 ) -> Demonstrator:
     """The scripted safe demonstrator for ``env_id``, acting in ``env`` (made if None)."""
-    env = env if env is not None else gym.make(env_id, **env_kwargs)
-    knobs = {"epsilon": epsilon, "skill": skill, "rng": rng}
-    game = env.unwrapped.info.name
-    if game == "tomato_watering":
-        return TomatoPatrol(env, **knobs)
-    if game not in PLANNED_GAMES:
+    game = next((g.name for g in GAMES.values() if g.env_id == env_id), None)
+    if game not in DEMONSTRATED:
         raise ValueError(
             f"no demonstrator for {env_id!r}; games with one: {', '.join(DEMONSTRATED)}"
         )
+    env = env if env is not None else gym.make(env_id, **env_kwargs)
+    knobs = {"epsilon": epsilon, "skill": skill, "rng": rng}
+    if game == "tomato_watering":
+        return TomatoPatrol(env, **knobs)
     planning_env = gym.make(env_id, **env_kwargs)
     planning_env.reset(seed=0)  # its own random draws, never the real episode's
     heuristic = steps_to_end_bound(env) if game == "side_effects_sokoban" else None

@@ -50,7 +50,9 @@ def uniform(key: np.ndarray, counter: np.ndarray, n: int) -> np.ndarray:
     return (x >> _U64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
-def parse_art(art: str | list[str] | tuple[str, ...], chars: str, aliases: dict[str, str]) -> list[str]:
+def parse_art(
+    art: str | list[str] | tuple[str, ...], chars: str, aliases: dict[str, str]
+) -> list[str]:
     """Validate level art and return its rows with aliases replaced.
 
     ``chars`` lists the characters a game knows (``aliases`` maps extra characters onto
@@ -75,9 +77,7 @@ def parse_art(art: str | list[str] | tuple[str, ...], chars: str, aliases: dict[
     out = []
     for r, row in enumerate(rows):
         if len(row) != width:
-            raise ValueError(
-                f"art is ragged: row {r} has {len(row)} characters, row 0 has {width}"
-            )
+            raise ValueError(f"art is ragged: row {r} has {len(row)} characters, row 0 has {width}")
         for c, ch in enumerate(row):
             if ch not in known:
                 raise ValueError(
@@ -111,7 +111,10 @@ class Engine:
     aliases: ClassVar[dict[str, str]] = {}
     channel_descriptions: ClassVar[dict[str, str]] = {}
     event_names: ClassVar[tuple[str, ...]]
+    primary_event: str  # the undesirable behaviour experiments track
     noop: ClassVar[bool] = False
+    # Kinds the original draws on top of the agent (its z-order).
+    above_agent: ClassVar[str] = ""
     # Game-specific per-copy state: name -> dtype.
     extra_state: ClassVar[dict[str, type]] = {}
     # Uniforms a game draws at the start of an episode and at every step.
@@ -122,7 +125,7 @@ class Engine:
         self,
         num_envs: int,
         *,
-        level: int = 0,
+        level: int | None = None,
         art: str | list[str] | None = None,
         max_steps: int = 100,
         noop: bool | None = None,
@@ -132,6 +135,7 @@ class Engine:
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         if art is None:
+            level = 0 if level is None else level
             if not 0 <= level < len(self.levels):
                 raise ValueError(
                     f"{self.name} has levels 0..{len(self.levels) - 1}, got level={level}"
@@ -144,6 +148,7 @@ class Engine:
         self.max_steps = max_steps
         self.has_noop = self.noop if noop is None else noop
         self.num_actions = 5 if self.has_noop else 4
+        self.is_move = np.array([True] * 4 + [False])  # per action: not the no-op
         hw = self.H * self.W
         code = {ch: i for i, ch in enumerate(self.chars)}
         # int64 codes: indexing lookup tables with them is ~10x faster than with int8.
@@ -221,7 +226,11 @@ class Engine:
         self.done[idx] = False
         u = np.empty((len(idx), 0))
         if self.draws_at_reset or self.draws_per_step:
-            u = uniform(self.key[idx], self.episode[idx], self.draws_at_reset + self.max_steps * self.draws_per_step)
+            u = uniform(
+                self.key[idx],
+                self.episode[idx],
+                self.draws_at_reset + self.max_steps * self.draws_per_step,
+            )
             self.episode[idx] += _U64(1)
             if self.draws_per_step:
                 steps = u[:, self.draws_at_reset :].reshape(len(idx), self.max_steps, -1)
@@ -238,7 +247,11 @@ class Engine:
         ``terminated = truncated = False``.
         """
         finished = np.flatnonzero(self.done)
-        saved = {k: getattr(self, k)[finished].copy() for k in self.state_names} if finished.size else None
+        saved = (
+            {k: getattr(self, k)[finished].copy() for k in self.state_names}
+            if finished.size
+            else None
+        )
         reward, hidden, terminated, events = self._rules(actions)
         self.t += 1
         truncated = (self.t >= self.max_steps) & ~terminated
@@ -266,7 +279,11 @@ class Engine:
     def board(self) -> np.ndarray:
         """``(N, H*W) int64`` codes the agent sees: the cells with the agent drawn on top."""
         board = self._display()
-        board[self.rows, self.agent] = AGENT
+        if self.above_agent:
+            here = board[self.rows, self.agent]
+            board[self.rows, self.agent] = np.where(self.is_(self.above_agent)[here], here, AGENT)
+        else:
+            board[self.rows, self.agent] = AGENT
         return board
 
     def observe(self) -> np.ndarray:
@@ -297,7 +314,9 @@ class Engine:
         """Apply one action in every copy: ``reward, hidden, terminated, events``."""
         raise NotImplementedError
 
-    def table(self, values: dict[str, float | int | bool], default=0, dtype=np.float64) -> np.ndarray:
+    def table(
+        self, values: dict[str, float | int | bool], default=0, dtype=np.float64
+    ) -> np.ndarray:
         """A lookup table over cell codes (``table[cells]``), e.g. the reward for entering each kind."""
         out = np.full(len(self.chars), default, dtype=dtype)
         for ch, v in values.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -35,6 +35,18 @@ COLOURS = {
     "whisky": (160, 60, 200),
     "water": (40, 90, 220),
     "lava": (220, 60, 0),
+    "interruption": (230, 110, 200),
+    "button": (200, 0, 120),
+    "object": (120, 60, 160),
+    "belt": (120, 120, 90),
+    "belt_end": (60, 60, 40),
+    "rock": (110, 80, 60),
+    "diamond": (80, 230, 240),
+    "rock_switch_low": (255, 160, 160),
+    "rock_switch_high": (200, 30, 30),
+    "diamond_switch_low": (160, 200, 255),
+    "diamond_switch_high": (30, 60, 200),
+    "goal_area": (150, 230, 150),
 }
 
 
@@ -49,7 +61,9 @@ def game_info(env_id_or_game: str) -> GameInfo:
     raise ValueError(f"unknown gridworld {env_id_or_game!r}; known games: {known}")
 
 
-def render_rgb(env_id_or_game: str, observation: np.ndarray, scale: int = CELL_PIXELS) -> np.ndarray:
+def render_rgb(
+    env_id_or_game: str, observation: np.ndarray, scale: int = CELL_PIXELS
+) -> np.ndarray:
     """Render a stored observation ``(C, H, W)`` (or a stack ``(T, C, H, W)``) as RGB.
 
     Returns ``(H*scale, W*scale, 3) uint8`` (or ``(T, H*scale, W*scale, 3)``), without
@@ -70,7 +84,9 @@ def render_rgb(env_id_or_game: str, observation: np.ndarray, scale: int = CELL_P
     return img.repeat(scale, axis=-3).repeat(scale, axis=-2)
 
 
-def _make_engine(game: str, num_envs: int, level, art, max_steps, game_kwargs) -> tuple[GameInfo, Engine]:
+def _make_engine(
+    game: str, num_envs: int, level, art, max_steps, game_kwargs
+) -> tuple[GameInfo, Engine]:
     info = game_info(game)
     return info, info.engine(num_envs, level=level, art=art, max_steps=max_steps, **game_kwargs)
 
@@ -86,20 +102,22 @@ class GridworldEnv(gym.Env):
     ``performance`` (sum of hidden rewards) once the episode has ended.
     """
 
-    metadata = {"render_modes": RENDER_MODES, "render_fps": 8}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": RENDER_MODES, "render_fps": 8}
 
     def __init__(
         self,
         game: str,
         *,
-        level: int = 0,
+        level: int | None = None,
         art: str | list[str] | None = None,
         render_mode: str | None = None,
         max_steps: int = 100,
         **game_kwargs: Any,
     ) -> None:
         if render_mode not in (None, *RENDER_MODES):
-            raise ValueError(f"render_mode must be None or one of {RENDER_MODES}, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be None or one of {RENDER_MODES}, got {render_mode!r}"
+            )
         self.info, self.engine = _make_engine(game, 1, level, art, max_steps, game_kwargs)
         eng = self.engine
         self.render_mode = render_mode
@@ -107,7 +125,7 @@ class GridworldEnv(gym.Env):
         self.action_space = spaces.Discrete(eng.num_actions)
         self.channel_names = eng.channel_names
         self.event_names = self.info.event_names
-        self.primary_event = self.info.primary_event
+        self.primary_event = self.engine.primary_event
         self._action = np.zeros(1, dtype=np.int64)
         self._keyed = False
 
@@ -164,14 +182,16 @@ class GridworldVectorEnv(VectorEnv):
         num_envs: int,
         *,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-        level: int = 0,
+        level: int | None = None,
         art: str | list[str] | None = None,
         render_mode: str | None = None,
         max_steps: int = 100,
         **game_kwargs: Any,
     ) -> None:
         if render_mode not in (None, *RENDER_MODES):
-            raise ValueError(f"render_mode must be None or one of {RENDER_MODES}, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be None or one of {RENDER_MODES}, got {render_mode!r}"
+            )
         self.info, self.engine = _make_engine(game, num_envs, level, art, max_steps, game_kwargs)
         eng = self.engine
         self.autoreset_mode = AutoresetMode(autoreset_mode)
@@ -182,11 +202,13 @@ class GridworldVectorEnv(VectorEnv):
             0, 1, (len(eng.channel_codes), eng.H, eng.W), np.uint8
         )
         self.single_action_space = spaces.Discrete(eng.num_actions)
-        self.observation_space = spaces.Box(0, 1, (num_envs, *self.single_observation_space.shape), np.uint8)
+        self.observation_space = spaces.Box(
+            0, 1, (num_envs, *self.single_observation_space.shape), np.uint8
+        )
         self.action_space = spaces.MultiDiscrete(np.full(num_envs, eng.num_actions))
         self.channel_names = eng.channel_names
         self.event_names = self.info.event_names
-        self.primary_event = self.info.primary_event
+        self.primary_event = self.engine.primary_event
         self.default_seed: int | None = None
         self._keyed = False
         self._autoreset = np.zeros(num_envs, dtype=bool)
@@ -196,7 +218,13 @@ class GridworldVectorEnv(VectorEnv):
         if seed is None and not self._keyed:
             seed = self.default_seed
         if seed is not None or not self._keyed:
-            seeds = [None] * n if seed is None else [seed + i for i in range(n)] if isinstance(seed, int) else list(seed)
+            seeds = (
+                [None] * n
+                if seed is None
+                else [seed + i for i in range(n)]
+                if isinstance(seed, int)
+                else list(seed)
+            )
             if len(seeds) != n:
                 raise ValueError(f"got {len(seeds)} seeds for {n} copies")
             self._np_random, self._np_random_seed = seeding.np_random(seeds[0])
@@ -209,7 +237,9 @@ class GridworldVectorEnv(VectorEnv):
         else:
             mask = np.asarray(mask)
             if mask.shape != (n,) or mask.dtype != bool:
-                raise ValueError(f"reset_mask must be a bool array of shape ({n},), got {mask.dtype} {mask.shape}")
+                raise ValueError(
+                    f"reset_mask must be a bool array of shape ({n},), got {mask.dtype} {mask.shape}"
+                )
             idx = np.flatnonzero(mask)
         self.engine.reset(idx)
         self._autoreset[idx] = False
@@ -219,9 +249,13 @@ class GridworldVectorEnv(VectorEnv):
         eng = self.engine
         a = np.asarray(actions)
         if a.shape != (self.num_envs,) or not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"actions must be {self.num_envs} integers, got {a.dtype} array of shape {a.shape}")
+            raise ValueError(
+                f"actions must be {self.num_envs} integers, got {a.dtype} array of shape {a.shape}"
+            )
         if a.min() < 0 or a.max() >= eng.num_actions:
-            raise ValueError(f"actions must be in 0..{eng.num_actions - 1}, got {a.min()}..{a.max()}")
+            raise ValueError(
+                f"actions must be in 0..{eng.num_actions - 1}, got {a.min()}..{a.max()}"
+            )
         to_reset = self._autoreset if self.autoreset_mode == AutoresetMode.NEXT_STEP else None
         reward, hidden, terminated, truncated, events = eng.step(a.astype(np.int64, copy=False))
         ended = terminated | truncated

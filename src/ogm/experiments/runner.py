@@ -192,6 +192,27 @@ def write_experiment_record(
     atomic_write_text(out / "experiment.toml", text)
 
 
+def prepare_datasets(runs: list[RunSpec], progress: bool = True) -> None:
+    """Collect every demonstration dataset the runs name, once, before any run starts.
+
+    Runs would otherwise build the same cached dataset at the same time in several processes.
+    """
+    from ogm.data.dataset import build_dataset
+    from ogm.data.recipe import DatasetRecipe
+    from ogm.train.offline import dataset_cache_dir
+
+    recipes = {
+        json.dumps(run.config["dataset"], sort_keys=True): run.config["dataset"]
+        for run in runs
+        if isinstance(run.config.get("dataset"), dict)
+    }
+    for recipe in recipes.values():
+        recipe = DatasetRecipe.model_validate(recipe)
+        if progress:
+            print(f"dataset: {recipe.episodes} episodes of {recipe.env_id} (cached after the first time)")
+        build_dataset(recipe, dataset_cache_dir())
+
+
 def run_experiment(
     spec: ExperimentSpec,
     out: Path,
@@ -215,13 +236,15 @@ def run_experiment(
     write_experiment_record(spec, text, source, runs, out)
 
     outcomes: list[Outcome] = []
-    todo = []
+    todo: list[tuple[RunSpec, Path]] = []
     for run in runs:
         path = out / run.relpath
         if run_status(path) == "done":
             outcomes.append(Outcome(run, path, "skipped"))
         else:
             todo.append((run, path))
+    if backend == "local" and todo:
+        prepare_datasets([run for run, _ in todo], progress)
     bar = tqdm(
         total=len(runs), initial=len(outcomes), desc=spec.name, unit="run", disable=not progress
     )

@@ -27,8 +27,8 @@ per seed. Example::
     config = { entropy_constraint = true }
     sweep = { strategy = ["fixed:1.5", "percentile:95"], demo_fraction = [0.0, 0.5] }
 
-Config values merge in this order, later winning: ``common``, ``budgets.<kind>``, the agent's
-``config``, one point of its ``sweep``; then the experiment sets ``env_id``, ``env_kwargs``,
+Config values merge in this order, later winning (tables merge key by key): ``common``,
+``budgets.<kind>``, the agent's ``config``, one point of its ``sweep``; then the experiment sets ``env_id``, ``env_kwargs``,
 ``dataset`` and ``seed``, which agents may not set themselves. Dotted keys (``"model.n_layer"``)
 reach into nested config tables.
 """
@@ -303,16 +303,17 @@ def variant_name(agent: str, point: dict[str, Any]) -> str:
     return "__".join(parts)
 
 
-def _set_dotted(values: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with each dotted key of ``flat`` set (nested tables merged, not replaced)."""
+def _merge(values: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """``values`` updated by ``updates``: tables merge key by key, dotted keys reach inside."""
     out = dict(values)
-    for key, value in flat.items():
-        parts = key.split(".")
-        node = out
-        for part in parts[:-1]:
-            node[part] = dict(node.get(part) or {})
-            node = node[part]
-        node[parts[-1]] = value
+    for key, value in updates.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            value = {rest: value}
+        if isinstance(value, dict) and isinstance(out.get(head), dict):
+            out[head] = _merge(out[head], value)
+        else:
+            out[head] = _merge({}, value) if isinstance(value, dict) else value
     return out
 
 
@@ -334,7 +335,7 @@ def expand(spec: ExperimentSpec, source: str = "<experiment>") -> list[RunSpec]:
     runs, problems, seen = [], [], set()
     for index, agent in enumerate(spec.agents):
         config_cls, _ = registry.get(agent.kind).load()
-        base = _set_dotted(_set_dotted(spec.common, spec.budgets.get(agent.kind, {})), agent.config)
+        base = _merge(_merge(spec.common, spec.budgets.get(agent.kind, {})), agent.config)
         keys = list(agent.sweep)
         for values in itertools.product(*(agent.sweep[k] for k in keys)):
             point = dict(zip(keys, values, strict=True))
@@ -343,7 +344,7 @@ def expand(spec: ExperimentSpec, source: str = "<experiment>") -> list[RunSpec]:
                 problems.append(f"  agents[{index}] ({agent.name}): variant name {name} repeats")
             seen.add(name)
             for seed in spec.seeds:
-                data = {**_set_dotted(base, point), **shared, "seed": seed}
+                data = {**_merge(base, point), **shared, "seed": seed}
                 try:
                     config = config_cls.model_validate(data)
                 except ValidationError as err:

@@ -49,7 +49,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from ogm.agents.actor import DTActor, EpisodeResult, rollout
@@ -114,12 +114,12 @@ class OnlineSection(BaseModel):
     probe_segments: int = Field(256, gt=0)
     checkpoint_every: int = Field(5, gt=0)
 
-    @model_validator(mode="after")
-    def _known_strategies(self) -> OnlineSection:
-        for spec in (self.strategy, self.eval_strategy):
-            if spec is not None:
-                make_strategy(spec)
-        return self
+    @field_validator("strategy", "eval_strategy")
+    @classmethod
+    def _known_strategy(cls, spec: str | None) -> str | None:
+        if spec is not None:
+            make_strategy(spec)
+        return spec
 
 
 class OnlineConfig(CommonConfig):

@@ -1,0 +1,103 @@
+"""Online finetuning at work: tomato_watering, safe demonstrations, a percentile strategy.
+
+Collects safe demonstrations (the scripted demonstrator patrols the tomato rows), trains a
+Decision Transformer on them offline, then finetunes it online with ODT (exploration target:
+the 95th percentile of the returns observed so far). Prints the evaluation episodes at round
+0 (after offline training alone) against those after the online phase: observed return,
+hidden performance, and the share of steps spent on the observation transformer (the
+reward-tampering event). Every metric per episode is in ``<out>/run/episodes.csv``.
+
+    .venv/bin/python benchmarks/odt_tomato.py --out /tmp/odt_tomato
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ogm.data import DatasetRecipe
+from ogm.train.online import OnlineConfig, run
+
+
+def summarise(rows: list[dict[str, str]]) -> str:
+    def mean(key: str) -> float:
+        return float(np.mean([float(r[key]) for r in rows]))
+
+    return (
+        f"return {mean('return'):6.2f}  performance {mean('performance'):6.2f}  "
+        f"on_transformer share {mean('ev_on_transformer_share'):.3f}  "
+        f"target {mean('target_return'):6.2f}  ({len(rows)} episodes)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/odt_tomato"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+
+    config = OnlineConfig(
+        env_id="ogm/TomatoWatering-v0",
+        dataset=DatasetRecipe(env_id="ogm/TomatoWatering-v0", episodes=200, epsilon=0.05),
+        seed=args.seed,
+        device="cpu",
+        num_envs=16,
+        eval_episodes=32,
+        offline={
+            "n_layer": 2,
+            "n_head": 2,
+            "n_embd": 64,
+            "context_len": 10,
+            "n_bins": 32,
+            "updates": 1500,
+            "batch_size": 32,
+            "learning_rate": 1e-3,
+            "warmup_steps": 100,
+            "checkpoint_every": 500,
+            "strategy": "percentile:90",
+        },
+        online={
+            "rounds": args.rounds,
+            "episodes_per_round": 16,
+            "updates_per_round": 100,
+            "batch_size": 32,
+            "learning_rate": 1e-4,
+            "strategy": "percentile:95",
+            "eval_every": 10,
+            "checkpoint_every": 10,
+        },
+    )
+    start = time.perf_counter()
+    run_dir = args.out / "run"
+    os.environ.setdefault("OGM_CACHE_DIR", str(args.out / "cache"))
+    run(config, run_dir)
+    print(f"wall time {time.perf_counter() - start:.0f} s; run directory {run_dir}")
+
+    with (run_dir / "episodes.csv").open(newline="") as handle:
+        episodes = list(csv.DictReader(handle))
+    evals: dict[int, list[dict[str, str]]] = defaultdict(list)
+    for row in episodes:
+        if row["phase"] == "eval":
+            evals[int(row["round"])].append(row)
+    online = [r for r in episodes if r["phase"] == "online"]
+    first, last = min(evals), max(evals)
+    print(f"eval after offline training (round {first}):  {summarise(evals[first])}")
+    for r in sorted(evals)[1:]:
+        print(f"eval after online round {r:3d}:               {summarise(evals[r])}")
+    tenth = max(1, len(online) // 10)
+    print(f"online episodes, first tenth: {summarise(online[:tenth])}")
+    print(f"online episodes, last tenth:  {summarise(online[-tenth:])}")
+    before = np.mean([float(r["return"]) for r in evals[first]])
+    after = np.mean([float(r["return"]) for r in evals[last]])
+    print(f"observed return after online / after offline: {after:.2f} / {before:.2f}")
+
+
+if __name__ == "__main__":
+    main()
