@@ -21,6 +21,7 @@ dependency), so it measures the agent's side.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import gymnasium as gym
@@ -90,7 +91,12 @@ def make_setup(size: str, device: torch.device):
         fake_act = lambda n: rng.integers(0, 4, n)  # noqa: E731
     else:
         obs_shape = (11,)
-        act = {"act_dim": 3, "discrete": False, "action_low": (-1.0,) * 3, "action_high": (1.0,) * 3}
+        act = {
+            "act_dim": 3,
+            "discrete": False,
+            "action_low": (-1.0,) * 3,
+            "action_high": (1.0,) * 3,
+        }
         make_env = lambda n: gym.vector.SyncVectorEnv(  # noqa: E731
             [SyntheticEnv] * n, autoreset_mode=AutoresetMode.DISABLED
         )
@@ -171,7 +177,12 @@ def bench_reference_rollout(model, make_env, steps: int, device) -> float:
         history["t"].append(torch.tensor(step))
         K = cfg.context_len
         window = {k: torch.stack(v[-K:])[None].to(device) for k, v in history.items()}
-        out = model(window["rtg"], window["obs"], window["act"].long() if cfg.discrete else window["act"], window["t"])
+        out = model(
+            window["rtg"],
+            window["obs"],
+            window["act"].long() if cfg.discrete else window["act"],
+            window["t"],
+        )
         action = out.policy[:, -1].sample()
         history["act"][-1] = action[0].float().cpu() if cfg.discrete else action[0].cpu()
         obs, reward, terminated, truncated, _ = env.step(action.cpu().numpy())
@@ -189,11 +200,17 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--envs", type=int, default=16, help="copies stepped at once")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     peak = matmul_flops(device, reps=3 if args.quick else 10)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"reference matmul 2048^3 float32: {peak / 1e9:8.1f} GFLOP/s")
     for size in args.sizes:
         model, pool, make_env = make_setup(size, device)

@@ -82,17 +82,9 @@ def timed(fn, *args) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=8, help="episodes for the reference")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--n-layer", type=int, default=3)
-    parser.add_argument("--n-embd", type=int, default=128)
-    parser.add_argument("--context-len", type=int, default=20)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def bench(n_layer: int, n_embd: int, context_len: int, episodes: int) -> None:
+    """Print steps per second of the reference loop and of ogm's rollout for one model size."""
     torch.manual_seed(0)
-
     obs_shape = gym.make(ENV_ID).observation_space.shape
     model = DecisionTransformer(
         DTConfig(
@@ -100,24 +92,32 @@ def main() -> None:
             act_dim=4,
             discrete=True,
             return_bin_edges=return_bin_edges_for(0.0, 60.0, 64),
-            context_len=args.context_len,
-            n_layer=args.n_layer,
+            context_len=context_len,
+            n_layer=n_layer,
             n_head=1,
-            n_embd=args.n_embd,
+            n_embd=n_embd,
         )
     ).eval()
-    print(
-        f"{ENV_ID}, DT {args.n_layer} layers x {args.n_embd}, K={args.context_len}, "
-        f"{model.num_params():,} parameters, torch threads {args.threads}, CPU"
-    )
+    print(f"\nDT {n_layer} layer(s) x {n_embd}, K={context_len}, {model.num_params():,} parameters")
     ogm_rollout(model, 4, 4, 0)  # warm-up
-    reference = timed(reference_rollout, model, args.episodes, 0)
+    reference = timed(reference_rollout, model, episodes, 0)
     print(f"{'reference loop (1 env, re-encode, cat)':44} {reference:9.0f} steps/s   1.00x")
     for num_envs in (1, 16, 64):
-        episodes = max(args.episodes, num_envs)
-        rate = timed(ogm_rollout, model, num_envs, episodes, 0)
+        rate = timed(ogm_rollout, model, num_envs, max(episodes, num_envs), 0)
         label = f"ogm rollout, vector env x {num_envs}"
         print(f"{label:44} {rate:9.0f} steps/s {rate / reference:6.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=8, help="episodes for the reference")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"{ENV_ID}, 100-step episodes, torch threads {args.threads}, CPU")
+    # a gridworld-sized model, then DT's gym size with ODT's training context
+    for n_layer, n_embd, context_len in ((1, 64, 10), (3, 128, 20)):
+        bench(n_layer, n_embd, context_len, args.episodes)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,15 @@ def make_env(n: int, mode=AutoresetMode.DISABLED) -> SyncVectorEnv:
     return SyncVectorEnv([WalkEnv] * n, autoreset_mode=mode)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is as fast, and far faster when the CPUs are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model() -> DecisionTransformer:
     torch.manual_seed(0)
@@ -64,7 +73,9 @@ def test_rolling_context_equals_a_full_re_encode(model):
     """Every action taken equals the mode of the model re-run from scratch on the last K
     steps of that episode, with the return-to-go decreased by the rewards received."""
     K = model.config.context_len
-    results = rollout(DTActor(model, 4), make_env(4), make_strategy("prior"), 30, seed=0, deterministic=True)
+    results = rollout(
+        DTActor(model, 4), make_env(4), make_strategy("prior"), 30, seed=0, deterministic=True
+    )
     assert len(results) == 30 and max(r.trajectory.length for r in results) > 2 * K  # wraps
     for r in results:
         traj = r.trajectory
@@ -82,13 +93,15 @@ def test_rolling_context_equals_a_full_re_encode(model):
 
 def test_rollout_replays_exactly_in_a_fresh_env(model):
     """The first episode of copy i is the env's own episode for seed + i and those actions."""
-    results = rollout(DTActor(model, 3), make_env(3), make_strategy("fixed:2.0"), 7, seed=10, deterministic=False)
+    results = rollout(
+        DTActor(model, 3), make_env(3), make_strategy("fixed:2.0"), 7, seed=10, deterministic=False
+    )
     for i, r in enumerate(results[:3]):
         env, traj = WalkEnv(), r.trajectory
         obs, _ = env.reset(seed=10 + i)
         np.testing.assert_array_equal(obs, traj.observations[0])
         for t, a in enumerate(traj.actions):
-            obs, reward, term, trunc, info = env.step(a)
+            obs, reward, term, _, info = env.step(a)
             np.testing.assert_array_equal(obs, traj.observations[t + 1])
             assert reward == pytest.approx(traj.rewards[t]) and term == traj.terminations[t]
             assert info["hidden_reward"] == pytest.approx(traj.hidden_rewards[t])
@@ -99,7 +112,14 @@ def test_rollout_replays_exactly_in_a_fresh_env(model):
 
 def test_same_seed_same_actions(model):
     def actions(seed):
-        results = rollout(DTActor(model, 4), make_env(4), make_strategy("exp_tilted:1"), 12, seed=seed, deterministic=False)
+        results = rollout(
+            DTActor(model, 4),
+            make_env(4),
+            make_strategy("exp_tilted:1"),
+            12,
+            seed=seed,
+            deterministic=False,
+        )
         return [r.trajectory.actions.tolist() for r in results], [r.target_return for r in results]
 
     assert actions(3) == actions(3)
@@ -107,16 +127,31 @@ def test_same_seed_same_actions(model):
 
 
 def test_more_copies_than_episodes_and_checks(model):
-    results = rollout(DTActor(model, 5), make_env(5), make_strategy("prior"), 2, seed=0, deterministic=True)
+    results = rollout(
+        DTActor(model, 5), make_env(5), make_strategy("prior"), 2, seed=0, deterministic=True
+    )
     assert len(results) == 2
-    with pytest.raises(ValueError, match="autoreset_mode=AutoresetMode.DISABLED"):
-        rollout(DTActor(model, 2), make_env(2, AutoresetMode.NEXT_STEP), make_strategy("prior"), 1, seed=0, deterministic=True)
+    with pytest.raises(ValueError, match=r"autoreset_mode=AutoresetMode\.DISABLED"):
+        rollout(
+            DTActor(model, 2),
+            make_env(2, AutoresetMode.NEXT_STEP),
+            make_strategy("prior"),
+            1,
+            seed=0,
+            deterministic=True,
+        )
     with pytest.raises(ValueError, match="actor has 3 copies"):
-        rollout(DTActor(model, 3), make_env(2), make_strategy("prior"), 1, seed=0, deterministic=True)
+        rollout(
+            DTActor(model, 3), make_env(2), make_strategy("prior"), 1, seed=0, deterministic=True
+        )
 
 
 def test_buffers_are_not_reallocated(model):
     actor = DTActor(model, 2)
-    pointers = [t.data_ptr() for t in (actor.observations, actor.actions, actor.returns_to_go, actor.mask)]
+    pointers = [
+        t.data_ptr() for t in (actor.observations, actor.actions, actor.returns_to_go, actor.mask)
+    ]
     rollout(actor, make_env(2), make_strategy("prior"), 6, seed=0, deterministic=True)
-    assert pointers == [t.data_ptr() for t in (actor.observations, actor.actions, actor.returns_to_go, actor.mask)]
+    assert pointers == [
+        t.data_ptr() for t in (actor.observations, actor.actions, actor.returns_to_go, actor.mask)
+    ]

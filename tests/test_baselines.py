@@ -545,3 +545,36 @@ def test_cli_reports_bad_config_fields(tmp_path):
     with pytest.raises(ValueError, match="hyperparams for ppo"):
         config = SB3Config(env_id=SOKOBAN, hyperparams={"n_stepz": 3})
         build_model(config, SB3VecEnv(make_env(config, 1, seed=0)))
+
+
+@pytest.mark.parametrize("kind", ["sb3", "kl_ppo"])
+def test_same_seed_gives_the_same_numbers(kind, sokoban_demos, tmp_path):
+    common = dict(env_id=SOKOBAN, num_envs=4, eval_episodes=2, eval_every=256, seed=3)
+    if kind == "sb3":
+        config = SB3Config(
+            algo="dqn", total_timesteps=512, hyperparams={"learning_starts": 100}, **common
+        )
+        train = run_sb3
+    else:
+        config = KLPPOConfig(
+            dataset=str(sokoban_demos),
+            policy="dt",
+            pretrain={
+                "updates": 10,
+                "eval_episodes": 0,
+                "n_layer": 1,
+                "n_embd": 32,
+                "context_len": 4,
+            },
+            total_timesteps=512,
+            n_steps=64,
+            batch_size=128,
+            **common,
+        )
+        train = run_kl_ppo
+    train(config, tmp_path / "a")
+    train(config, tmp_path / "b")
+    assert (tmp_path / "a" / "episodes.csv").read_text() == (
+        tmp_path / "b" / "episodes.csv"
+    ).read_text()
+    assert len(read_rows(tmp_path / "a")) > 4

@@ -92,7 +92,9 @@ def test_fixed_and_specs_round_trip():
     for spec in ("fixed:1.5", "percentile:95.0", "quantilizer:0.1", "exp_tilted:3.0", "prior"):
         strategy = make_strategy(spec)
         assert make_strategy(strategy.spec()).spec() == strategy.spec()
-        assert make_strategy(json.loads(json.dumps(strategy.state_dict()))).spec() == strategy.spec()
+        assert (
+            make_strategy(json.loads(json.dumps(strategy.state_dict()))).spec() == strategy.spec()
+        )
     assert make_strategy({"name": "quantilizer", "param": 0.2}).q == 0.2
 
 

@@ -180,7 +180,7 @@ def test_missing_key(written):
     ("key", "match"),
     [
         ("infos/hidden_reward", "infos/hidden_reward has shape"),
-        ("infos/events/spill", "infos/spill has shape"),
+        ("infos/events/spill", "infos/events/spill has shape"),
         ("actions", "actions has"),
         ("observations", "observations has"),
     ],

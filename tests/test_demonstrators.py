@@ -81,6 +81,8 @@ def test_lower_skill_is_slower_but_still_safe(env_id, kwargs):
     slow = collect(env_id, 10, skill=0.3, seed=0, **kwargs)
     for traj in slow:
         assert _no_event(traj)
+        if env_id != "ogm/BoatRace-v0":  # boat race's hidden reward differs by design
+            assert traj.performance == pytest.approx(traj.ret)
     returns = np.array([t.ret for t in slow])
     assert returns.std() > 0
     assert returns.mean() < np.mean([t.ret for t in best])

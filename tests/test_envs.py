@@ -503,3 +503,22 @@ def test_make_vector_for_other_gymnasium_ids():
     assert np.array_equal(infos["hidden_reward"], reward) and infos["events"] == {}
     again = make_vector("CartPole-v1", 3, seed=0)
     assert np.array_equal(again.reset()[0], obs)
+
+
+def test_cli_list_and_show():
+    import typer
+    from typer.testing import CliRunner
+
+    from ogm.cli import envs as envs_cli
+
+    app = typer.Typer()
+    envs_cli.register(app)
+    runner = CliRunner()
+    out = runner.invoke(app, ["envs", "list"])
+    assert out.exit_code == 0
+    assert all(g.env_id in out.output for g in GAMES.values())
+    out = runner.invoke(app, ["envs", "show", "ogm/SideEffectsSokoban-v0", "--actions", "drdrd"])
+    assert out.exit_code == 0 and "return 45, performance 35" in out.output
+    assert "box_irreversible" in out.output and "terminated" in out.output
+    out = runner.invoke(app, ["envs", "show", "boat_race", "--actions", "rx"])
+    assert out.exit_code != 0 and "unknown action letters" in out.output

@@ -22,25 +22,77 @@ from ogm.envs import GridworldEnv
 
 ORIGINAL = os.environ.get("OGM_ORIGINAL_GRIDWORLDS", "")
 pytestmark = pytest.mark.skipif(
-    ":" not in ORIGINAL, reason="set OGM_ORIGINAL_GRIDWORLDS=python:source to compare with the original"
+    ":" not in ORIGINAL,
+    reason="set OGM_ORIGINAL_GRIDWORLDS=python:source to compare with the original",
 )
 
 # (our game, our kwargs, original module, class, class kwargs)
 CASES = [
-    *[("side_effects_sokoban", {"level": lv}, "side_effects_sokoban", "SideEffectsSokobanEnvironment", {"level": lv}) for lv in range(4)],
+    *[
+        (
+            "side_effects_sokoban",
+            {"level": lv},
+            "side_effects_sokoban",
+            "SideEffectsSokobanEnvironment",
+            {"level": lv},
+        )
+        for lv in range(4)
+    ],
     ("tomato_watering", {}, "tomato_watering", "TomatoWateringEnvironment", {}),
-    *[("absent_supervisor", {"supervisor": s}, "absent_supervisor", "AbsentSupervisorEnvironment", {"supervisor": s}) for s in (True, False)],
+    *[
+        (
+            "absent_supervisor",
+            {"supervisor": s},
+            "absent_supervisor",
+            "AbsentSupervisorEnvironment",
+            {"supervisor": s},
+        )
+        for s in (True, False)
+    ],
     ("boat_race", {}, "boat_race", "BoatRaceEnvironment", {}),
     ("whisky_gold", {"whisky_exploration": 0.0}, "whisky_gold", "WhiskyOrGoldEnvironment", {}),
     ("island_navigation", {}, "island_navigation", "IslandNavigationEnvironment", {}),
-    *[("conveyor_belt", {"variant": v}, "conveyor_belt", "ConveyorBeltEnvironment", {"variant": v}) for v in ("vase", "sushi", "sushi_goal")],
-    *[("rocks_diamonds", {"level": lv}, "rocks_diamonds", "RocksDiamondsEnvironment", {"level": lv}) for lv in (0, 1)],
     *[
-        ("safe_interruptibility", {"level": lv, "interruption_probability": p}, "safe_interruptibility",
-         "SafeInterruptibilityEnvironment", {"level": lv, "interruption_probability": p})
-        for lv in range(3) for p in (0.0, 1.0)
+        (
+            "conveyor_belt",
+            {"variant": v},
+            "conveyor_belt",
+            "ConveyorBeltEnvironment",
+            {"variant": v},
+        )
+        for v in ("vase", "sushi", "sushi_goal")
     ],
-    *[("distributional_shift", {"level": lv}, "distributional_shift", "DistributionalShiftEnvironment", {"level_choice": lv}) for lv in range(3)],
+    *[
+        (
+            "rocks_diamonds",
+            {"level": lv},
+            "rocks_diamonds",
+            "RocksDiamondsEnvironment",
+            {"level": lv},
+        )
+        for lv in (0, 1)
+    ],
+    *[
+        (
+            "safe_interruptibility",
+            {"level": lv, "interruption_probability": p},
+            "safe_interruptibility",
+            "SafeInterruptibilityEnvironment",
+            {"level": lv, "interruption_probability": p},
+        )
+        for lv in range(3)
+        for p in (0.0, 1.0)
+    ],
+    *[
+        (
+            "distributional_shift",
+            {"level": lv},
+            "distributional_shift",
+            "DistributionalShiftEnvironment",
+            {"level_choice": lv},
+        )
+        for lv in range(3)
+    ],
 ]
 
 DRIVER = textwrap.dedent(
@@ -86,7 +138,7 @@ DRIVER = textwrap.dedent(
     """
 )
 
-EPISODES = 40
+EPISODES = 20
 # Games the original gives no hidden reward: ours reports hidden reward = reward.
 NO_HIDDEN = {"whisky_gold", "distributional_shift"}
 
@@ -121,7 +173,9 @@ def test_parity_with_original(case, original, monkeypatch):
             start = eng.draws_at_reset + t * eng.draws_per_step
             table[0, start : start + len(st["draws"])] = st["draws"]
         if ep["reset_draws"] or any(st["draws"] for st in ep["steps"]):
-            monkeypatch.setattr(engine_module, "uniform", lambda key, counter, n, table=table: table[:, :n])
+            monkeypatch.setattr(
+                engine_module, "uniform", lambda key, counter, n, table=table: table[:, :n]
+            )
         env.reset(seed=0)
         eng_steps = []
         for st in ep["steps"]:
@@ -132,6 +186,8 @@ def test_parity_with_original(case, original, monkeypatch):
             if st["last"]:
                 assert term == (st["discount"] == 0.0)
             board = value[eng.board()[0]].reshape(eng.H, eng.W)
-            assert board.tolist() == st["board"], f"step {len(eng_steps)}: ours\n{board}\noriginal\n{np.array(st['board'])}"
+            assert board.tolist() == st["board"], (
+                f"step {len(eng_steps)}: ours\n{board}\noriginal\n{np.array(st['board'])}"
+            )
             eng_steps.append(st)
         monkeypatch.undo()

@@ -28,6 +28,7 @@ class FakeConfig(CommonConfig):
     episodes: int = 20
     sleep: float = 0.0
     fail: bool = False
+    init: str | None = None  # a run this one would start from ("@agent" in experiments)
 
 
 def fake_run(config: FakeConfig, run_dir: Path) -> None:
@@ -90,6 +91,11 @@ sweep = { num_envs = [1, 2] }
 name = "broken"
 kind = "fake"
 config = { fail = true }
+
+[[agents]]
+name = "after"
+kind = "fake"
+config = { init = "@broken" }
 """
 
 
@@ -106,6 +112,8 @@ def test_expand_builds_the_grid_with_readable_names_and_merged_configs():
         "fake__num_envs=2/seed_1",
         "broken/seed_0",
         "broken/seed_1",
+        "after/seed_0",
+        "after/seed_1",
     ]
     first = runs[0].config
     assert first["episodes"] == 16  # from budgets.fake
@@ -113,6 +121,27 @@ def test_expand_builds_the_grid_with_readable_names_and_merged_configs():
     assert first["sleep"] == 0.15 and first["num_envs"] == 1 and first["seed"] == 0
     assert first["env_id"] == "ogm/TomatoWatering-v0"
     assert runs[3].config["num_envs"] == 2 and runs[3].config["seed"] == 1
+    assert runs[7].config["init"] == "broken/seed_1" and runs[7].needs == ("broken/seed_1",)
+    absolute = expand(spec, out=Path("/data/x"))[6]
+    assert absolute.config["init"] == "/data/x/broken/seed_0"
+
+
+@pytest.mark.parametrize(
+    ("reference", "problem"),
+    [
+        ("@nobody", "is not an agent of this experiment"),
+        ("@fake", r"has a sweep \(a reference needs a single variant\)"),
+        ("@after", "is the agent itself"),
+    ],
+)
+def test_bad_references_are_named(reference, problem):
+    text = EXPERIMENT.replace(
+        'config = { init = "@broken" }', f'config = {{ init = "{reference}" }}'
+    )
+    with pytest.raises(
+        ExperimentError, match=f"agent 'after' refers to '{reference}', which {problem}"
+    ):
+        parse_experiment(text)
 
 
 def test_seed_count_expands_to_range():
@@ -161,21 +190,44 @@ def test_agent_config_errors_name_the_agent_variant_and_field():
     assert "agents[0] (fake, variant fake__num_envs=1): bogus: Extra inputs" in message
 
 
-def test_builtin_experiments_parse():
-    names = builtin_names()
-    for required in (
-        "side-effects",
-        "tomato-watering",
-        "absent-supervisor",
-        "boat-race",
-        "tomato-watering-quick",
-    ):
-        assert required in names
+def test_builtin_experiments_expand_into_valid_configs(tmp_path):
     from ogm.experiments.spec import load_experiment
 
+    names = builtin_names()
+    full = ("side-effects", "tomato-watering", "absent-supervisor", "boat-race")
+    assert set(full) | {"tomato-watering-quick"} <= set(names)
     for name in names:
         spec, _ = load_experiment(name)
+        runs = expand(spec, name, out=tmp_path)  # validated by each kind's config class
         assert spec.name == name
+        for run in runs:  # every reference points at a run of the same seed in the grid
+            assert all(need.endswith(f"/seed_{run.seed}") for need in run.needs)
+        if name in full:
+            variants = {r.variant: r for r in runs}
+            ogm = [r for r in variants.values() if r.kind == "odt"]
+            assert len(ogm) == 16  # 4 strategies x demo share x entropy on/off
+            assert {r.config["online"]["demo_fraction"] for r in ogm} == {0.0, 0.5}
+            assert {r.config["online"]["entropy"] for r in ogm} == {True, False}
+            assert {r.config["online"]["strategy"].split(":")[0] for r in ogm} == {
+                "fixed",
+                "percentile",
+                "quantilizer",
+                "exp_tilted",
+            }
+            assert sorted(r.config["beta"] for r in variants.values() if r.kind == "kl_ppo") == [
+                0.01,
+                0.1,
+                1.0,
+            ]
+            assert {r.config["top_fraction"] for r in variants.values() if r.kind == "bc"} == {
+                1.0,
+                0.1,
+            }
+            assert all(
+                r.config["pretrained"] == str(tmp_path / "gm" / f"seed_{r.seed}")
+                for r in runs
+                if r.kind == "odt"
+            )
 
 
 def test_unknown_experiment_lists_builtins():
@@ -195,9 +247,9 @@ def _reference_csv(tmp_path: Path, config: dict) -> str:
 
 
 def test_runner_survives_failure_and_sigkill_then_resumes_identically(tmp_path):
-    spec = parse_experiment(EXPERIMENT)
+    spec = parse_experiment(EXPERIMENT, overrides=["seeds=[0]"])  # 4 runs, one of them killed
     out = tmp_path / "out"
-    victim = out / "fake__num_envs=2" / "seed_1"
+    victim = out / "fake__num_envs=2" / "seed_0"
     summaries = []
     thread = threading.Thread(
         target=lambda: summaries.append(run_experiment(spec, out, workers=2, progress=False))
@@ -220,26 +272,28 @@ def test_runner_survives_failure_and_sigkill_then_resumes_identically(tmp_path):
     assert killed, "the victim run never got going"
     (first,) = summaries
     failed = {o.run.relpath: o.detail for o in first.failed}
-    assert set(failed) == {"fake__num_envs=2/seed_1", "broken/seed_0", "broken/seed_1"}
-    assert "SIGKILL" in failed["fake__num_envs=2/seed_1"]
+    assert set(failed) == {"fake__num_envs=2/seed_0", "broken/seed_0", "after/seed_0"}
+    assert "SIGKILL" in failed["fake__num_envs=2/seed_0"]
+    assert failed["after/seed_0"] == "needs ['broken/seed_0'], which did not finish"
+    assert not (out / "after").exists()  # never started
     assert "fake failure on purpose" in failed["broken/seed_0"]
     assert "fake failure on purpose" in (out / "broken/seed_0" / ERROR_FILE).read_text()
     assert RunDir.open(out / "broken/seed_0").status == "failed"
-    assert first.count("done") == 3
+    assert first.count("done") == 1
     assert RunDir.open(victim).status == "running"
     partial = len((victim / "episodes.csv").read_text().splitlines())
     assert partial < 17  # header + 16 episodes: it really was cut short
 
     second = run_experiment(spec, out, workers=2, progress=False)
-    assert second.count("skipped") == 3
+    assert second.count("skipped") == 1
     assert {o.run.relpath for o in second.outcomes if o.status == "done"} == {
-        "fake__num_envs=2/seed_1"
+        "fake__num_envs=2/seed_0"
     }
     assert RunDir.open(victim).status == "done"
-    victim_config = next(r.config for r in expand(spec) if r.relpath == "fake__num_envs=2/seed_1")
+    victim_config = next(r.config for r in expand(spec) if r.relpath == "fake__num_envs=2/seed_0")
     assert (victim / "episodes.csv").read_text() == _reference_csv(tmp_path, victim_config)
     record = (out / "experiment.json").read_text()
-    assert '"fake__num_envs=2/seed_1"' in record
+    assert '"fake__num_envs=2/seed_0"' in record
 
 
 def test_ray_backend_without_ray_is_a_clear_error(tmp_path):

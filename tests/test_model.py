@@ -74,7 +74,9 @@ def test_left_padding_is_invisible(obs_shape):
     K, n = 7, 4
     real = inputs(model, B=2, K=K, seed=0)
     junk = inputs(model, B=2, K=K, seed=1)
-    padded = [torch.cat((j[:, : K - n], r[:, K - n :]), dim=1) for r, j in zip(real, junk, strict=True)]
+    padded = [
+        torch.cat((j[:, : K - n], r[:, K - n :]), dim=1) for r, j in zip(real, junk, strict=True)
+    ]
     mask = torch.zeros(2, K, dtype=torch.bool)
     mask[:, K - n :] = True
     out = model(*padded, mask)
@@ -87,7 +89,9 @@ def test_left_padding_is_invisible(obs_shape):
 def test_return_bins_cover_the_range_and_clamp():
     edges = return_bin_edges_for(-1.0, 3.0, 5)
     np.testing.assert_allclose(np.diff(edges), 1.0)
-    model = DecisionTransformer(DTConfig(obs_shape=(1,), act_dim=2, discrete=True, return_bin_edges=edges))
+    model = DecisionTransformer(
+        DTConfig(obs_shape=(1,), act_dim=2, discrete=True, return_bin_edges=edges)
+    )
     np.testing.assert_allclose(model.return_bin_centers.numpy(), [-1.0, 0.0, 1.0, 2.0, 3.0])
     index = model.return_bin_index(torch.tensor([-5.0, -1.0, -0.51, -0.49, 2.49, 3.0, 3.2, 99.0]))
     assert index.tolist() == [0, 0, 0, 1, 3, 4, 4, 4]  # top return -> top bin
@@ -107,10 +111,14 @@ def test_tanh_gaussian_log_prob_is_an_exact_density():
         ],
     )
     a = policy.sample(torch.Generator().manual_seed(0))
-    torch.testing.assert_close(policy.log_prob(a), reference.log_prob(a).sum(-1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        policy.log_prob(a), reference.log_prob(a).sum(-1), atol=1e-4, rtol=1e-4
+    )
     for d in range(2):  # marginal density per dimension integrates to 1
         grid = torch.linspace(low[d] + 1e-5, high[d] - 1e-5, 200001)
-        one = TanhGaussianPolicy(mean[:, d : d + 1], log_std[:, d : d + 1], low[d : d + 1], high[d : d + 1])
+        one = TanhGaussianPolicy(
+            mean[:, d : d + 1], log_std[:, d : d + 1], low[d : d + 1], high[d : d + 1]
+        )
         density = one.log_prob(grid[:, None].unsqueeze(0)).exp()
         assert abs(torch.trapezoid(density, grid).item() - 1.0) < 2e-3
     # the one-sample entropy estimate is unbiased: its mean is the entropy -E[log p]
@@ -121,7 +129,9 @@ def test_tanh_gaussian_log_prob_is_an_exact_density():
     assert abs(estimate + reference.log_prob(samples).sum(-1).mean().item()) < 0.05
     # targets on the bounds are clamped inside, giving finite log-likelihoods
     assert torch.isfinite(policy.log_prob(torch.stack((low, high)))).all()
-    torch.testing.assert_close(policy.mode(), torch.tanh(mean) * (high - low) / 2 + (high + low) / 2)
+    torch.testing.assert_close(
+        policy.mode(), torch.tanh(mean) * (high - low) / 2 + (high + low) / 2
+    )
 
 
 def test_log_std_is_bounded():
@@ -140,7 +150,9 @@ def test_categorical_head():
     rtg, obs, actions, timesteps = inputs(model)
     policy = model(rtg, obs, actions, timesteps).policy
     logp = torch.log_softmax(policy.logits, -1)
-    torch.testing.assert_close(policy.log_prob(actions), logp.gather(-1, actions[..., None])[..., 0])
+    torch.testing.assert_close(
+        policy.log_prob(actions), logp.gather(-1, actions[..., None])[..., 0]
+    )
     torch.testing.assert_close(policy.entropy(), -(logp.exp() * logp).sum(-1))
     assert policy[:, -1].mode().shape == (3,)
     assert policy.log_prob(actions).shape == actions.shape
@@ -159,7 +171,9 @@ def test_same_seed_same_weights_and_outputs():
     a, b = make_model(), make_model()
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
-    torch.testing.assert_close(a(*inputs(a)).return_logits, b(*inputs(b)).return_logits, atol=0, rtol=0)
+    torch.testing.assert_close(
+        a(*inputs(a)).return_logits, b(*inputs(b)).return_logits, atol=0, rtol=0
+    )
 
 
 def test_config_validation_and_round_trip():

@@ -45,7 +45,9 @@ def test_segments_are_left_padded_slices_of_one_trajectory(trajectories):
         assert steps[-1] < traj.length and (n == K or steps[-1] == traj.length - 1)
         np.testing.assert_array_equal(batch.observations[b, K - n :].numpy(), traj.states[steps])
         np.testing.assert_array_equal(batch.actions[b, K - n :].numpy(), traj.actions[steps])
-        np.testing.assert_allclose(batch.returns_to_go[b, K - n :, 0].numpy(), traj.returns_to_go()[steps])
+        np.testing.assert_allclose(
+            batch.returns_to_go[b, K - n :, 0].numpy(), traj.returns_to_go()[steps]
+        )
         np.testing.assert_array_equal(batch.timesteps[b, K - n :].numpy(), steps)
         assert not batch.observations[b, : K - n].any() and not batch.actions[b, : K - n].any()
 
@@ -83,7 +85,11 @@ def test_cat_keeps_order(trajectories):
 @pytest.mark.parametrize("discrete", [True, False])
 def test_every_loss_term_ignores_padding(trajectories, discrete):
     torch.manual_seed(0)
-    action = {"act_dim": 3} if discrete else {"act_dim": 3, "action_low": (-1,) * 3, "action_high": (1,) * 3}
+    action = (
+        {"act_dim": 3}
+        if discrete
+        else {"act_dim": 3, "action_low": (-1,) * 3, "action_high": (1,) * 3}
+    )
     model = DecisionTransformer(
         DTConfig(
             obs_shape=(2,),
@@ -103,7 +109,9 @@ def test_every_loss_term_ignores_padding(trajectories, discrete):
     pad = ~batch.mask
     noisy = SegmentBatch(
         observations=torch.where(pad[..., None], 50.0, batch.observations),
-        actions=torch.where(pad[..., None] if not discrete else pad, 1 if discrete else 0.9, batch.actions),
+        actions=torch.where(
+            pad[..., None] if not discrete else pad, 1 if discrete else 0.9, batch.actions
+        ),
         returns_to_go=torch.where(pad[..., None], 99.0, batch.returns_to_go),
         timesteps=batch.timesteps,
         mask=batch.mask,
@@ -124,7 +132,9 @@ def test_every_loss_term_ignores_padding(trajectories, discrete):
     torch.manual_seed(2)
     loss, stats = dt_loss(model, batch, alpha=0.0, return_coef=0.5)
     torch.testing.assert_close(loss, nll + 0.5 * ce)
-    assert stats["nll"] == pytest.approx(nll.item()) and stats["return_ce"] == pytest.approx(ce.item())
+    assert stats["nll"] == pytest.approx(nll.item()) and stats["return_ce"] == pytest.approx(
+        ce.item()
+    )
 
 
 def test_observation_stats():

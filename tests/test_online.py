@@ -304,3 +304,45 @@ def test_bad_config_names_the_field(dataset):
         validate_config(OnlineConfig, {"dataset": dataset, "online": {"strategy": "best:3"}})
     with pytest.raises(ConfigError, match=r"offline\.n_layr"):
         validate_config(OnlineConfig, {"dataset": dataset, "offline": {"n_layr": 2}})
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_train_online_from_a_pretrained_run_matches_inline_pretraining(fixed_target_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from ogm.cli.main import app
+
+    _, inline = fixed_target_run
+    out = tmp_path / "odt"
+    settings = ["num_envs=2", "eval_episodes=2", "device='cpu'", "online.rounds=0"]
+    result = CliRunner().invoke(
+        app,
+        ["train-online", "--pretrained", str(inline / "offline"), "--out", str(out)]
+        + [arg for s in settings for arg in ("--set", s)],
+    )
+    assert result.exit_code == 0, result.output
+    # dataset and env come from the pretrained run; the same model gives the same evaluation
+    record = read_csv(out / "episodes.csv")
+    expected = [r for r in read_csv(inline / "episodes.csv") if r["round"] == "0"]
+    assert record == expected
+
+    missing = CliRunner().invoke(
+        app, ["train-online", "--pretrained", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]
+    )
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_resume_of_a_finished_or_missing_run(fixed_target_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from ogm.cli.main import app
+
+    _, run_dir = fixed_target_run
+    rows = (run_dir / "episodes.csv").read_text()
+    done = CliRunner().invoke(app, ["resume", str(run_dir)])
+    assert done.exit_code == 0 and "already done" in done.output
+    assert (run_dir / "episodes.csv").read_text() == rows
+    missing = CliRunner().invoke(app, ["resume", str(tmp_path)])
+    assert missing.exit_code == 2 and "run.json is missing" in missing.output

@@ -96,10 +96,10 @@ def table(path: Path) -> list[dict[str, str]]:
 def test_killed_run_resumes_to_the_same_rows(dataset, tmp_path):
     overrides = [arg for s in SETTINGS for arg in ("--set", s)]
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    finish(ogm("train", "--dataset", str(dataset), "--out", str(reference), *overrides))
-
+    uninterrupted = ogm("train", "--dataset", str(dataset), "--out", str(reference), *overrides)
     first = ogm("train", "--dataset", str(dataset), "--out", str(killed), *overrides)
     kill_when(first, killed / "offline" / "rounds.csv", 3)  # offline, between checkpoints
+    finish(uninterrupted)
     second = ogm("resume", str(killed))
     kill_when(second, killed / "rounds.csv", 3)  # online, round 2 (checkpoints at 0, 3, 6)
     third = ogm("resume", str(killed))

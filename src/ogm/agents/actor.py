@@ -42,16 +42,18 @@ class DTActor:
         self.model = model
         self.num_envs = num_envs
         self.K = context_len or cfg.context_len
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        N, L = num_envs, 2 * self.K
-        zeros = lambda *shape, dtype=torch.float32: torch.zeros(  # noqa: E731
-            shape, dtype=dtype, device=self.device
+        self.device = (
+            torch.device(device) if device is not None else next(model.parameters()).device
         )
-        self.observations = zeros(N, L, *cfg.obs_shape)
-        self.actions = zeros(N, L, dtype=torch.long) if cfg.discrete else zeros(N, L, cfg.act_dim)
-        self.returns_to_go = zeros(N, L, 1)
-        self.timesteps = zeros(N, L, dtype=torch.long)
-        self.mask = zeros(N, L, dtype=torch.bool)
+        N, L = num_envs, 2 * self.K
+        actions = (N, L) if cfg.discrete else (N, L, cfg.act_dim)
+        self.observations = torch.zeros(N, L, *cfg.obs_shape, device=self.device)
+        self.actions = torch.zeros(
+            actions, dtype=torch.long if cfg.discrete else torch.float32, device=self.device
+        )
+        self.returns_to_go = torch.zeros(N, L, 1, device=self.device)
+        self.timesteps = torch.zeros(N, L, dtype=torch.long, device=self.device)
+        self.mask = torch.zeros(N, L, dtype=torch.bool, device=self.device)
         self.pos = self.K - 2  # last written column; the first step lands at K - 1
         self.steps = np.zeros(N, dtype=np.int64)  # steps taken in each copy's episode
         self.target = np.zeros(N, dtype=np.float64)  # return still asked for (unscaled)
@@ -225,15 +227,15 @@ def rollout(
         )
         done = np.asarray(terminated) | np.asarray(truncated)
         for i in np.flatnonzero(done & (episode >= 0)):
-            take = lambda name, i=i: log.episode(name, i, start_row[i])  # noqa: E731
+            steps = {name: log.episode(name, i, start_row[i]) for name in log.columns}
             trajectory = Trajectory(
-                observations=np.concatenate((take("obs"), next_obs[i][None])),
-                actions=take("actions"),
-                rewards=take("rewards"),
-                hidden_rewards=take("hidden"),
-                terminations=take("terminated"),
-                truncations=take("truncated"),
-                events={name: take(f"ev/{name}") for name in events},
+                observations=np.concatenate((steps["obs"], next_obs[i][None])),
+                actions=steps["actions"],
+                rewards=steps["rewards"],
+                hidden_rewards=steps["hidden"],
+                terminations=steps["terminated"],
+                truncations=steps["truncated"],
+                events={name: steps[f"ev/{name}"] for name in events},
                 source=source,
             )
             results[episode[i]] = EpisodeResult(trajectory, float(targets[i]))

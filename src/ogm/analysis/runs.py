@@ -87,11 +87,17 @@ def variant_of(run_path: Path, root: Path) -> str:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every run directory under ``root`` (``root`` itself included), sorted by path."""
+    """Every run directory under ``root`` (``root`` itself included), sorted by path.
+
+    A run directory inside another one (an agent's own sub-run, such as the offline
+    pretraining of an OGM run) is part of that run, not a run of its own.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"runs directory {root} does not exist")
-    return sorted(p.parent for p in root.rglob(RUN_FILE))
+    found = sorted(p.parent for p in root.rglob(RUN_FILE))
+    top = set(found)
+    return [p for p in found if not any(parent in top for parent in p.parents)]
 
 
 def load_runs(root: Path) -> list[Run]:

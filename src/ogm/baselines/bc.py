@@ -32,6 +32,7 @@ from ogm.baselines.common import (
     MLPPolicy,
     evaluate,
     event_names_of,
+    load_policy_tensors,
     make_env,
     policy_tensors,
     primary_event_of,
@@ -105,13 +106,7 @@ def run(config: BCConfig, run_dir: Path) -> None:
         step, round = 0, 0
         checkpoint = run.resume()
         if checkpoint is not None:
-            policy.load_state_dict(
-                {
-                    k.removeprefix("policy."): v
-                    for k, v in checkpoint.tensors.items()
-                    if k.startswith("policy.")
-                }
-            )
+            load_policy_tensors(policy, checkpoint.tensors)
             opt = {k: v for k, v in checkpoint.tensors.items() if k.startswith("optim")}
             optimizer.load_state_dict(unpack_state(checkpoint.state["optimizer"], opt))
             generator.set_state(checkpoint.tensors["generator"])

@@ -24,6 +24,7 @@ from torch import nn
 
 from ogm.analysis.episodes import EpisodeRecorder
 from ogm.data.trajectory import Trajectory
+from ogm.envs import game_info, make_vector
 from ogm.models.decision_transformer import (
     LOG_STD_MAX,
     LOG_STD_MIN,
@@ -39,19 +40,17 @@ from ogm.train.rundir import RunDir, RunDirError, episode_row, load_checkpoint
 
 def make_env(config: CommonConfig, num_envs: int, seed: int | None) -> gym.vector.VectorEnv:
     """The config's environment as a same-step-autoreset vector env of ``num_envs`` copies."""
-    from ogm.envs import game_info, make_vector
-
     try:
         game_info(config.env_id)
-        mode: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+        vector: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
     except ValueError:  # any other Gymnasium id: gymnasium.make_vec takes it as a vector kwarg
-        mode = {
+        vector = {
             "vectorization_mode": "sync",
             "vector_kwargs": {"autoreset_mode": AutoresetMode.SAME_STEP},
         }
-    env = make_vector(config.env_id, num_envs, seed=seed, **mode, **config.env_kwargs)
+    env = make_vector(config.env_id, num_envs, seed=seed, **vector, **config.env_kwargs)
     mode = env.metadata.get("autoreset_mode")
-    if mode is not None and mode != AutoresetMode.SAME_STEP:
+    if mode is not None and AutoresetMode(mode) != AutoresetMode.SAME_STEP:
         raise RuntimeError(f"{config.env_id}: expected a same-step autoreset env, got {mode}")
     return env
 
@@ -354,13 +353,8 @@ def load_mlp_policy(path: Path | str) -> MLPPolicy:
     if "policy_spec" not in checkpoint.state:
         raise RunDirError(f"checkpoint {checkpoint.path} holds no MLP policy")
     policy = MLPPolicy.from_spec(checkpoint.state["policy_spec"])
-    stored = {
-        k.removeprefix("policy."): v
-        for k, v in checkpoint.tensors.items()
-        if k.startswith("policy.")
-    }
     try:
-        policy.load_state_dict(stored)
+        load_policy_tensors(policy, checkpoint.tensors)
     except RuntimeError as err:
         raise RunDirError(
             f"checkpoint {checkpoint.path}: policy tensors do not fit: {err}"
@@ -371,3 +365,11 @@ def load_mlp_policy(path: Path | str) -> MLPPolicy:
 def policy_tensors(policy: nn.Module, prefix: str = "policy") -> dict[str, torch.Tensor]:
     """A module's state dict under ``prefix.`` (the layout :func:`load_mlp_policy` reads)."""
     return {f"{prefix}.{k}": v for k, v in policy.state_dict().items()}
+
+
+def load_policy_tensors(
+    policy: nn.Module, tensors: Mapping[str, torch.Tensor], prefix: str = "policy"
+) -> None:
+    """Load what :func:`policy_tensors` stored (other tensors of the checkpoint ignored)."""
+    start = prefix + "."
+    policy.load_state_dict({k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)})

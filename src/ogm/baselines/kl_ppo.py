@@ -44,6 +44,8 @@ from torch import nn
 
 from ogm.agents.actor import DTActor
 from ogm.agents.conditioning import make_strategy
+from ogm.baselines.bc import BCConfig
+from ogm.baselines.bc import run as run_bc
 from ogm.baselines.common import (
     MLP,
     EpisodeCollector,
@@ -52,6 +54,7 @@ from ogm.baselines.common import (
     evaluate,
     event_names_of,
     load_mlp_policy,
+    load_policy_tensors,
     make_env,
     policy_tensors,
     primary_event_of,
@@ -59,6 +62,8 @@ from ogm.baselines.common import (
 from ogm.data.trajectory import Trajectory
 from ogm.models.decision_transformer import CategoricalPolicy, DecisionTransformer, Policy
 from ogm.train.config import CommonConfig
+from ogm.train.offline import OfflineConfig, load_model, load_model_tensors, model_checkpoint
+from ogm.train.offline import run as run_offline
 from ogm.train.rundir import RunDir, pack_state, unpack_state
 
 
@@ -262,20 +267,13 @@ def load_prior(config: KLPPOConfig, run: RunDir) -> nn.Module:
     path = Path(config.init) if config.init is not None else run.path / "prior"
     pretrained = (path / "run.json").exists() and RunDir.open(path).status == "done"
     if config.init is None and not pretrained:
+        fields = {**_common_fields(config), **config.pretrain}
         if config.policy == "mlp":
-            from ogm.baselines import bc
-
-            prior_config: Any = bc.BCConfig(**{**_common_fields(config), **config.pretrain})
-            bc.run(prior_config, path)
+            run_bc(BCConfig(**fields), path)
         else:
-            from ogm.train import offline
-
-            prior_config = offline.OfflineConfig(**{**_common_fields(config), **config.pretrain})
-            offline.run(prior_config, path)
+            run_offline(OfflineConfig(**fields), path)
     if config.policy == "mlp":
         return load_mlp_policy(path)
-    from ogm.train.offline import load_model
-
     return load_model(path)
 
 
@@ -283,16 +281,7 @@ def checkpoint_tensors(config: KLPPOConfig, policy: nn.Module) -> tuple[dict, di
     """The policy in the layout its own loader reads (so a finetuned policy can be an init)."""
     if config.policy == "mlp":
         return policy_tensors(policy), {"policy_spec": policy.spec()}
-    from ogm.train.offline import model_checkpoint
-
     return model_checkpoint(policy)
-
-
-def load_policy_tensors(config: KLPPOConfig, policy: nn.Module, tensors: dict) -> None:
-    prefix = "policy." if config.policy == "mlp" else "model."
-    policy.load_state_dict(
-        {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
-    )
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -455,7 +444,7 @@ class KLPPO:
     # -- checkpoints
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors, state = checkpoint_tensors(self.config, self.policy)
-        tensors.update({f"critic.{k}": v for k, v in self.critic.state_dict().items()})
+        tensors.update(policy_tensors(self.critic, "critic"))
         opt_tensors, opt_state = pack_state(self.optimizer.state_dict(), "optim")
         tensors.update(opt_tensors)
         tensors["generator"] = self.generator.get_state()
@@ -470,10 +459,11 @@ class KLPPO:
         return tensors, state
 
     def load(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-        load_policy_tensors(self.config, self.policy, tensors)
-        self.critic.load_state_dict(
-            {k.removeprefix("critic."): v for k, v in tensors.items() if k.startswith("critic.")}
-        )
+        if self.config.policy == "mlp":
+            load_policy_tensors(self.policy, tensors)
+        else:
+            load_model_tensors(self.policy, tensors, "kl_ppo checkpoint")
+        load_policy_tensors(self.critic, tensors, "critic")
         opt = {k: v for k, v in tensors.items() if k.startswith("optim")}
         self.optimizer.load_state_dict(unpack_state(state["optimizer"], opt))
         self.generator.set_state(tensors["generator"])

@@ -18,15 +18,26 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _run(experiment: str, out: Path | None, workers: int | None, backend: str) -> Path:
+def _run(
+    experiment: str,
+    out: Path | None,
+    workers: int | None,
+    backend: str,
+    overrides: list[str] | None = None,
+) -> Path:
     from ogm.experiments.runner import RunnerError, run_experiment
     from ogm.experiments.spec import ExperimentError, load_experiment
 
     try:
-        spec, text = load_experiment(experiment)
+        spec, text = load_experiment(experiment, overrides)
         out = out or Path("runs") / spec.name
         summary = run_experiment(
-            spec, out, text=text, source=str(experiment), workers=workers, backend=backend
+            spec,
+            out,
+            text=text,
+            source=" ".join([experiment, *(f"--set {o}" for o in overrides or [])]),
+            workers=workers,
+            backend=backend,
         )
     except (ExperimentError, RunnerError) as err:
         _fail(str(err))
@@ -64,9 +75,17 @@ def register(app: typer.Typer) -> None:
         ] = None,
         workers: Workers = None,
         backend: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",
+        set_: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                help="override a value of the experiment file, e.g. seeds=2 or "
+                "budgets.odt.online.rounds=20 (repeatable)",
+            ),
+        ] = None,
     ) -> None:
         """Run every variant x seed of an experiment; finished runs are skipped, killed ones resumed."""
-        out = _run(experiment, out, workers, backend)
+        out = _run(experiment, out, workers, backend, set_)
         typer.echo(f"report: ogm report {out}")
 
     @app.command("report")

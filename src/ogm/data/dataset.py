@@ -68,7 +68,7 @@ def write_dataset(
     """
     import minari
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).expanduser()
     env_kwargs = dict(env_kwargs or {})
     trajectories = list(trajectories)
     if not trajectories:
@@ -97,7 +97,7 @@ def write_dataset(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-    dataset_id = re.sub(r"[^\w-]", "_", out_dir.name).strip("-_") + "-v0"
+    dataset_id = (re.sub(r"[^\w-]", "_", out_dir.name).strip("-_") or "dataset") + "-v0"
     try:
         with _minari_root(staging), warnings.catch_warnings():
             # Minari warns about every optional field left empty (author e-mail, ...).
@@ -109,7 +109,6 @@ def write_dataset(
                 eval_env=spec,
                 algorithm_name=str(ogm_meta.get("algorithm", "ogm")),
                 author="ogm",
-                code_permalink="https://github.com/ogm-lab/ogm",
                 description=str(ogm_meta.get("description", f"ogm dataset for {env_id}")),
                 data_format="hdf5",
                 jpeg_encoding=False,
@@ -201,13 +200,14 @@ def resolve_dataset(path: str | os.PathLike) -> Path:
     """
     from minari.storage.datasets_root_dir import get_dataset_path
 
-    candidates = [Path(path), Path(path) / _DATA]
-    if not Path(path).exists() and re.fullmatch(r"[\w/-]+-v\d+", str(path)):
+    local = Path(path).expanduser()
+    candidates = [local, local / _DATA]
+    if not local.exists() and re.fullmatch(r"[\w/-]+-v\d+", str(path)):
         candidates.append(get_dataset_path(str(path)) / _DATA)
     for candidate in candidates:
         if (candidate / _METADATA_FILE).is_file():
             return candidate
-    if Path(path).exists():
+    if local.exists():
         raise DatasetError(
             f"{path}: not a Minari dataset (no {_DATA}/{_METADATA_FILE} or {_METADATA_FILE})"
         )
@@ -289,12 +289,13 @@ def _to_trajectory(raw: dict[str, Any], source: str) -> Trajectory:
         if len(raw[key]) != length:
             raise DatasetError(f"{key} has {len(raw[key])} entries, expected {length}")
     infos = raw.get("infos") or {}
-    hidden = _per_step(infos, "hidden_reward", steps) if "hidden_reward" in infos else None
+    hidden = _per_step(infos, "hidden_reward", steps, "infos") if "hidden_reward" in infos else None
     events_group = infos.get("events", {})
     if not isinstance(events_group, dict):
         raise DatasetError("infos/events is not a group")
     events = {
-        name: _per_step(events_group, name, steps).astype(bool) for name in sorted(events_group)
+        name: _per_step(events_group, name, steps, "infos/events").astype(bool)
+        for name in sorted(events_group)
     }
     actions = np.asarray(raw["actions"])
     if actions.dtype.kind in "iu":
@@ -314,12 +315,12 @@ def _to_trajectory(raw: dict[str, Any], source: str) -> Trajectory:
         raise DatasetError(str(err)) from err
 
 
-def _per_step(group: dict[str, Any], key: str, steps: int) -> np.ndarray:
-    """Info ``key`` for the ``steps`` steps (dropping the reset entry); checks its length."""
+def _per_step(group: dict[str, Any], key: str, steps: int, where: str) -> np.ndarray:
+    """Info ``where/key`` for the ``steps`` steps (dropping the reset entry), checked."""
     values = np.asarray(group[key])
     if values.shape != (steps + 1,):
         raise DatasetError(
-            f"infos/{key} has shape {values.shape}, expected ({steps + 1},) "
+            f"{where}/{key} has shape {values.shape}, expected ({steps + 1},) "
             "(one entry for reset, one per step)"
         )
     return values[1:]
@@ -405,7 +406,7 @@ def build_dataset(recipe: DatasetRecipe, cache_dir: str | os.PathLike) -> Path:
     cleanly and was made from the same recipe, and rebuilt otherwise.
     """
     name = recipe.env_id.split("/")[-1].removesuffix("-v0")
-    out_dir = Path(cache_dir) / f"{name}-{recipe.digest()}"
+    out_dir = Path(cache_dir).expanduser() / f"{name}-{recipe.digest()}"
     if _cached(out_dir, recipe):
         return out_dir
     return collect_dataset(recipe, out_dir, overwrite=True)

@@ -209,7 +209,9 @@ def prepare_datasets(runs: list[RunSpec], progress: bool = True) -> None:
     for recipe in recipes.values():
         recipe = DatasetRecipe.model_validate(recipe)
         if progress:
-            print(f"dataset: {recipe.episodes} episodes of {recipe.env_id} (cached after the first time)")
+            print(
+                f"dataset: {recipe.episodes} episodes of {recipe.env_id} (cached after the first time)"
+            )
         build_dataset(recipe, dataset_cache_dir())
 
 
@@ -227,7 +229,7 @@ def run_experiment(
     from tqdm import tqdm
 
     out = Path(out)
-    runs = expand(spec, source)
+    runs = expand(spec, source, out)
     if backend not in ("local", "ray"):
         raise RunnerError(f"unknown backend {backend!r}; use 'local' or 'ray'")
     workers = workers or os.cpu_count() or 1
@@ -257,11 +259,21 @@ def run_experiment(
         if outcome.status == "failed":
             bar.write(f"FAILED {outcome.run.relpath}: {outcome.detail}")
 
+    # Two waves: runs that others read (``"@agent"`` references, one level deep) come first.
     try:
-        if backend == "ray":
-            _run_ray(todo, report)
-        else:
-            _run_local(todo, min(workers, max(1, len(todo))), report)
+        for wave in ([t for t in todo if not t[0].needs], [t for t in todo if t[0].needs]):
+            finished = {o.run.relpath for o in outcomes if o.status != "failed"}
+            ready = []
+            for run, path in wave:
+                missing = [need for need in run.needs if need not in finished]
+                if missing:
+                    report(Outcome(run, path, "failed", f"needs {missing}, which did not finish"))
+                else:
+                    ready.append((run, path))
+            if ready and backend == "ray":
+                _run_ray(ready, report)
+            elif ready:
+                _run_local(ready, min(workers, len(ready)), report)
     finally:
         bar.close()
     order = {run.relpath: i for i, run in enumerate(runs)}

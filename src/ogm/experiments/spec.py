@@ -46,6 +46,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ogm.experiments import registry
+from ogm.train.config import ConfigError, apply_overrides
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -126,6 +127,33 @@ class AgentSpec(BaseModel):
         return self
 
 
+REFERENCE = re.compile(r"^@([A-Za-z0-9][A-Za-z0-9_.-]*)$")
+
+
+def _references(value: Any) -> set[str]:
+    """Agent names referred to as ``"@name"`` anywhere inside a config value."""
+    if isinstance(value, str):
+        match = REFERENCE.match(value)
+        return {match[1]} if match else set()
+    if isinstance(value, dict):
+        return set().union(set(), *(_references(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(set(), *(_references(v) for v in value))
+    return set()
+
+
+def _resolve(value: Any, paths: dict[str, str]) -> Any:
+    """``value`` with every ``"@name"`` replaced by ``paths[name]``."""
+    if isinstance(value, str):
+        match = REFERENCE.match(value)
+        return paths[match[1]] if match else value
+    if isinstance(value, dict):
+        return {k: _resolve(v, paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, paths) for v in value]
+    return value
+
+
 class ExperimentSpec(BaseModel):
     """A whole experiment file."""
 
@@ -175,6 +203,21 @@ class ExperimentSpec(BaseModel):
             raise ValueError(
                 f"common sets {reserved}, which [environment], [dataset] and seeds set"
             )
+        agents = {a.name: a for a in self.agents}
+        for agent in self.agents:
+            for target in sorted(_references([agent.config, agent.sweep])):
+                other = agents.get(target)
+                if other is None:
+                    problem = "is not an agent of this experiment"
+                elif other is agent:
+                    problem = "is the agent itself"
+                elif other.sweep:
+                    problem = "has a sweep (a reference needs a single variant)"
+                elif _references([other.config, other.sweep]):
+                    problem = "refers to another run itself (one level only)"
+                else:
+                    continue
+                raise ValueError(f"agent {agent.name!r} refers to '@{target}', which {problem}")
         return self
 
 
@@ -187,6 +230,7 @@ class RunSpec:
     kind: str
     seed: int
     config: dict[str, Any]
+    needs: tuple[str, ...] = ()  # relpaths of the runs this one reads (``"@agent"`` values)
 
     @property
     def relpath(self) -> str:
@@ -245,12 +289,19 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return text or "<file>"
 
 
-def parse_experiment(text: str, source: str = "<experiment>") -> ExperimentSpec:
-    """Validate experiment TOML text; errors name ``source:line``, the field and the problem."""
+def parse_experiment(
+    text: str, source: str = "<experiment>", overrides: list[str] | None = None
+) -> ExperimentSpec:
+    """Validate experiment TOML text, after ``key.path=value`` overrides (as ``--set``).
+
+    Errors name ``source:line``, the field and the problem.
+    """
     try:
-        data = tomllib.loads(text)
+        data = apply_overrides(tomllib.loads(text), overrides or [])
     except tomllib.TOMLDecodeError as err:
         raise ExperimentError(f"{source}: not valid TOML: {err}") from None
+    except ConfigError as err:
+        raise ExperimentError(f"{source}: {err}") from None
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as err:
@@ -273,7 +324,9 @@ def builtin_names() -> list[str]:
     )
 
 
-def load_experiment(name_or_path: str | Path) -> tuple[ExperimentSpec, str]:
+def load_experiment(
+    name_or_path: str | Path, overrides: list[str] | None = None
+) -> tuple[ExperimentSpec, str]:
     """Read an experiment from a file path or a built-in name; returns the spec and its text."""
     path = Path(name_or_path)
     if path.is_file():
@@ -286,7 +339,7 @@ def load_experiment(name_or_path: str | Path) -> tuple[ExperimentSpec, str]:
             f"{name_or_path!r} is neither an experiment file nor a built-in experiment "
             f"(built-ins: {', '.join(builtin_names())})"
         )
-    return parse_experiment(text, source), text
+    return parse_experiment(text, source, overrides), text
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -317,10 +370,14 @@ def _merge(values: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def expand(spec: ExperimentSpec, source: str = "<experiment>") -> list[RunSpec]:
+def expand(
+    spec: ExperimentSpec, source: str = "<experiment>", out: Path | None = None
+) -> list[RunSpec]:
     """Every run of the experiment (variants x seeds), each config validated by its kind.
 
-    Errors name the agent, the variant and each offending config field.
+    A config value ``"@name"`` becomes the run directory of agent ``name`` with the same seed
+    (absolute, under ``out``; relative to it when ``out`` is None), and the run *needs* that
+    one: the runner runs it first. Errors name the agent, the variant and each bad field.
     """
     shared: dict[str, Any] = {
         "env_id": spec.environment.env_id,
@@ -344,7 +401,12 @@ def expand(spec: ExperimentSpec, source: str = "<experiment>") -> list[RunSpec]:
                 problems.append(f"  agents[{index}] ({agent.name}): variant name {name} repeats")
             seen.add(name)
             for seed in spec.seeds:
-                data = {**_merge(base, point), **shared, "seed": seed}
+                needs = {target: f"{target}/seed_{seed}" for target in _references([base, point])}
+                paths = {
+                    target: str((out / relpath).resolve()) if out is not None else relpath
+                    for target, relpath in needs.items()
+                }
+                data = {**_resolve(_merge(base, point), paths), **shared, "seed": seed}
                 try:
                     config = config_cls.model_validate(data)
                 except ValidationError as err:
@@ -361,6 +423,7 @@ def expand(spec: ExperimentSpec, source: str = "<experiment>") -> list[RunSpec]:
                         kind=agent.kind,
                         seed=seed,
                         config=config.model_dump(mode="json"),
+                        needs=tuple(sorted(needs.values())),
                     )
                 )
     if problems:

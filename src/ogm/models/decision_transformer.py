@@ -386,6 +386,8 @@ class DecisionTransformer(nn.Module):
             policy: Policy = CategoricalPolicy(head)
         else:
             mean, raw_log_std = head.chunk(2, dim=-1)
-            log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(raw_log_std) + 1)
+            log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (
+                torch.tanh(raw_log_std) + 1
+            )
             policy = TanhGaussianPolicy(mean, log_std, self.action_low, self.action_high)
         return DTOutput(policy=policy, return_logits=return_logits)

@@ -30,6 +30,7 @@ from ogm.data.trajectory import Trajectory
 from ogm.models.decision_transformer import DecisionTransformer, DTConfig, return_bin_edges_for
 from ogm.train.config import CommonConfig
 from ogm.train.rundir import (
+    Checkpoint,
     RunDir,
     RunDirError,
     episode_row,
@@ -118,7 +119,9 @@ def build_model(
             "action_high": tuple(np.ravel(action_space.high)),
         }
     else:
-        raise ValueError(f"the Decision Transformer needs Discrete or Box actions, got {action_space}")
+        raise ValueError(
+            f"the Decision Transformer needs Discrete or Box actions, got {action_space}"
+        )
     dt_config = DTConfig(
         obs_shape=trajectories[0].states.shape[1:],
         return_bin_edges=return_bin_edges_for(rtg.min(), rtg.max(), config.n_bins),
@@ -189,7 +192,9 @@ def load_model_tensors(
         if k in stored and stored[k].shape != v.shape
     ]
     if problems:
-        raise RunDirError(f"checkpoint {where} does not fit its model config: " + "; ".join(problems))
+        raise RunDirError(
+            f"checkpoint {where} does not fit its model config: " + "; ".join(problems)
+        )
     model.load_state_dict(stored)
 
 
@@ -236,6 +241,41 @@ def update(
 # ----------------------------------------------------------------------------- run
 
 
+def training_state(
+    model: DecisionTransformer,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rng: np.random.Generator,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Everything a resumed run needs, as safetensors tensors and JSON state."""
+    tensors, state = model_checkpoint(model)
+    opt_tensors, opt_state = pack_state(optimizer.state_dict(), "optim")
+    tensors.update(opt_tensors)
+    tensors.update({f"rng.{k}": v for k, v in torch_rng_state().items()})
+    state.update(
+        optimizer=opt_state, scheduler=scheduler.state_dict(), numpy_rng=rng.bit_generator.state
+    )
+    return tensors, state
+
+
+def restore(
+    checkpoint: Checkpoint,
+    model: DecisionTransformer,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rng: np.random.Generator,
+) -> int:
+    """Load what :func:`training_state` saved; returns the checkpoint's step."""
+    load_model_tensors(model, checkpoint.tensors, str(checkpoint.path))
+    optimizer.load_state_dict(unpack_state(checkpoint.state["optimizer"], checkpoint.tensors))
+    scheduler.load_state_dict(checkpoint.state["scheduler"])
+    rng.bit_generator.state = checkpoint.state["numpy_rng"]
+    set_torch_rng_state(
+        {k.removeprefix("rng."): v for k, v in checkpoint.tensors.items() if k.startswith("rng.")}
+    )
+    return checkpoint.step
+
+
 def make_eval_env(config: CommonConfig, num_envs: int) -> gym.vector.VectorEnv:
     """The config's environment as ``num_envs`` copies without autoreset (for rollout)."""
     from ogm.envs import make_vector
@@ -259,28 +299,11 @@ def run(config: OfflineConfig, run_dir: Path) -> None:
             model, config.learning_rate, config.weight_decay, config.warmup_steps
         )
         rng = np.random.default_rng(config.seed)
-        step = 0
         checkpoint = run.resume()
-        if checkpoint is not None:
-            load_model_tensors(model, checkpoint.tensors, str(checkpoint.path))
-            opt_tensors = {k: v for k, v in checkpoint.tensors.items() if k.startswith("optim")}
-            optimizer.load_state_dict(unpack_state(checkpoint.state["optimizer"], opt_tensors))
-            scheduler.load_state_dict(checkpoint.state["scheduler"])
-            rng.bit_generator.state = checkpoint.state["numpy_rng"]
-            rng_tensors = {k.removeprefix("rng."): v for k, v in checkpoint.tensors.items() if k.startswith("rng.")}
-            set_torch_rng_state(rng_tensors)
-            step = checkpoint.step
+        step = 0 if checkpoint is None else restore(checkpoint, model, optimizer, scheduler, rng)
 
         def save(step: int) -> None:
-            tensors, state = model_checkpoint(model)
-            opt_tensors, opt_state = pack_state(optimizer.state_dict(), "optim")
-            tensors.update(opt_tensors)
-            tensors.update({f"rng.{k}": v for k, v in torch_rng_state().items()})
-            state.update(
-                optimizer=opt_state,
-                scheduler=scheduler.state_dict(),
-                numpy_rng=rng.bit_generator.state,
-            )
+            tensors, state = training_state(model, optimizer, scheduler, rng)
             run.save_checkpoint(step, tensors=tensors, state=state)
 
         pool = TrajectoryPool(trajectories)

@@ -42,6 +42,7 @@ import dataclasses
 import functools
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -272,7 +273,7 @@ class Learner:
 
 def train_round(
     learner: Learner,
-    sample: Any,
+    sample: Callable[[], SegmentBatch],
     updates: int,
     probe: SegmentBatch,
     max_kl: float | None,
@@ -310,7 +311,10 @@ def make_env(config: OnlineConfig) -> gym.vector.VectorEnv:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _model_from(tensors: dict[str, torch.Tensor], prefix: str, model_config: dict, where: str):
+def _model_from(
+    tensors: dict[str, torch.Tensor], prefix: str, model_config: dict[str, Any], where: str
+) -> DecisionTransformer:
+    """The model stored under ``prefix``: ``model.`` (finetuned) or ``offline.`` (pretrained)."""
     model = DecisionTransformer(DTConfig.from_dict(model_config))
     stored = {
         "model." + k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)
@@ -401,7 +405,7 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             tensors, state = checkpoint.tensors, checkpoint.state
             learner.load_state_dict(
                 {
-                    "model": model.state_dict(),
+                    "model": model.state_dict(),  # already the checkpoint's
                     "optimizer": unpack_state(state["optimizer"], tensors),
                     "scheduler": state["scheduler"],
                     "log_alpha": tensors["log_alpha"],
