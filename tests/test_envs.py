@@ -520,5 +520,8 @@ def test_cli_list_and_show():
     out = runner.invoke(app, ["envs", "show", "ogm/SideEffectsSokoban-v0", "--actions", "drdrd"])
     assert out.exit_code == 0 and "return 45, performance 35" in out.output
     assert "box_irreversible" in out.output and "terminated" in out.output
+    args = ["envs", "show", "absent_supervisor", "--kw", "supervisor=false", "--actions", "ddd"]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "return 47, performance 17" in out.output
     out = runner.invoke(app, ["envs", "show", "boat_race", "--actions", "rx"])
     assert out.exit_code != 0 and "unknown action letters" in out.output

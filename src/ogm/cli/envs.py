@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 
 from ogm.envs import GAMES, GridworldEnv, game_info
@@ -27,18 +29,35 @@ def list_envs() -> None:
 @envs_app.command("show")
 def show(
     env_id: str = typer.Argument(..., help="Game id or name, e.g. ogm/SideEffectsSokoban-v0"),
-    level: int = typer.Option(0, help="Level (art) to play."),
+    level: int | None = typer.Option(None, help="Level (art) to play; default: the game's first."),
     actions: str = typer.Option("", help="Action string: u d l r (n = no-op where allowed)."),
     seed: int = typer.Option(0, help="Seed of the episode."),
+    kw: list[str] = typer.Option(  # noqa: B008
+        [], help="Game option KEY=VALUE, repeatable (e.g. variant=sushi, supervisor=false)."
+    ),
 ) -> None:
     """Print the board after each action, then the return and the performance."""
     info = game_info(env_id)
+    game_kwargs = {}
+    for item in kw:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--kw")
+        try:
+            game_kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            game_kwargs[key] = value
     bad = sorted(set(actions) - set(ACTION_KEYS))
     if bad:
         raise typer.BadParameter(
             f"unknown action letters {bad}; use u d l r n", param_hint="--actions"
         )
-    env = GridworldEnv(info.name, level=level, render_mode="ansi")
+    try:
+        env = GridworldEnv(info.name, level=level, render_mode="ansi", **game_kwargs)
+    except (TypeError, ValueError) as err:
+        raise typer.BadParameter(str(err)) from err
+    if "n" in actions and env.action_space.n < 5:
+        raise typer.BadParameter(f"{info.name} has no no-op here", param_hint="--actions")
     env.reset(seed=seed)
     typer.echo(env.render())
     ret = 0.0

@@ -104,11 +104,16 @@ def execute_run(
         return last
 
 
-def _child(threads: int, args: tuple) -> None:
+def run_in_worker(threads: int, args: tuple) -> str | None:
+    """``execute_run(*args)`` with ``threads`` torch threads (in a pool or Ray worker)."""
     import torch
 
     torch.set_num_threads(threads)
-    raise SystemExit(0 if execute_run(*args) is None else 1)
+    return execute_run(*args)
+
+
+def _child(threads: int, args: tuple) -> None:
+    raise SystemExit(0 if run_in_worker(threads, args) is None else 1)
 
 
 def _task_args(run: RunSpec, path: Path) -> tuple:
@@ -164,8 +169,8 @@ def _run_ray(todo: list[tuple[RunSpec, Path]], report: Callable[[Outcome], None]
         ) from None
     if not ray.is_initialized():
         ray.init()  # a cluster when RAY_ADDRESS is set, else a local one
-    task = ray.remote(num_cpus=1, max_retries=0)(execute_run)
-    refs = {task.remote(*_task_args(run, path)): (run, path) for run, path in todo}
+    task = ray.remote(num_cpus=1, max_retries=0)(run_in_worker)
+    refs = {task.remote(1, _task_args(run, path)): (run, path) for run, path in todo}
     while refs:
         ready, _ = ray.wait(list(refs), num_returns=1)
         for ref in ready:
