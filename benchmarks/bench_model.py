@@ -6,9 +6,9 @@ Two sizes:
 - mujoco: ODT's size, 4 layers, 4 heads, 512 wide, context 20, batch 256, 11-dim
   observations, 3-dim tanh-Gaussian actions.
 
-Achieved FLOP/s of a training update is estimated as 6 x (parameters) x (tokens) plus the
-attention matmuls (12 x layers x width x sequence x tokens), and compared with a plain
-large float32 matmul timed in the same run. Rollouts step ``--envs`` copies at once with
+Achieved FLOP/s of a training update: the FLOPs of one update (forward and backward) as
+counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention),
+times updates/s, compared with a plain 2048^3 float32 matmul timed in the same run. Rollouts step ``--envs`` copies at once with
 :class:`ogm.agents.DTActor`; for comparison the reference way (one env at a time, the whole
 context re-encoded from Python lists every step) is timed on the same model.
 The mujoco-size rollout uses a synthetic 11-dim environment (MuJoCo is an optional
@@ -28,16 +28,17 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from ogm.agents import DTActor, make_strategy, rollout
 from ogm.data.trajectory import Trajectory
 from ogm.models import DecisionTransformer, DTConfig, return_bin_edges_for
 from ogm.train.offline import make_optimizer, update
-from ogm.train.segments import TrajectoryPool
+from ogm.train.segments import SegmentBatch, TrajectoryPool, dt_loss
 
 
 class SyntheticEnv(gym.Env):
-    """11-dim observations, 3-dim actions in [-1, 1], 1000-step episodes; trivial dynamics."""
+    """11-dim observations, 3-dim actions in [-1, 1], 100-step episodes; trivial dynamics."""
 
     observation_space = gym.spaces.Box(-np.inf, np.inf, (11,), np.float32)
     action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -50,7 +51,7 @@ class SyntheticEnv(gym.Env):
     def step(self, action):
         self.t += 1
         self.x = 0.99 * self.x + 0.01 * np.resize(action, 11).astype(np.float32)
-        return self.x, float(action.sum()), False, self.t >= 1000, {}
+        return self.x, float(action.sum()), False, self.t >= 100, {}
 
 
 SIZES = {
@@ -127,19 +128,20 @@ def make_setup(size: str, device: torch.device):
     return model, TrajectoryPool(trajectories), make_env
 
 
-def update_flops(model: DecisionTransformer, batch: int) -> float:
-    cfg = model.config
-    T = 3 * cfg.context_len
-    tokens = batch * T
-    dense = 6 * model.num_params() * tokens
-    attention = 12 * cfg.n_layer * cfg.n_embd * T * tokens
-    return dense + attention
+def update_flops(model: DecisionTransformer, batch: SegmentBatch) -> float:
+    """FLOPs of one forward + backward pass of the DT loss on ``batch``."""
+    with FlopCounterMode(display=False) as counter:
+        dt_loss(model, batch)[0].backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
 
 
-def bench_training(model, pool, batch: int, updates: int, device) -> float:
+def bench_training(model, pool, batch: int, updates: int, device) -> tuple[float, float]:
+    """Updates/s and FLOPs per update."""
     optimizer, scheduler = make_optimizer(model, 1e-4, 5e-4, 10)
     rng = np.random.default_rng(0)
     batches = [pool.sample(batch, model.config.context_len, rng).to(device) for _ in range(4)]
+    flops = update_flops(model, batches[0])
     for i in range(3):
         update(model, batches[i % 4], optimizer, scheduler)
     sync(device)
@@ -147,7 +149,7 @@ def bench_training(model, pool, batch: int, updates: int, device) -> float:
     for i in range(updates):
         update(model, batches[i % 4], optimizer, scheduler)
     sync(device)
-    return updates / (time.perf_counter() - t)
+    return updates / (time.perf_counter() - t), flops
 
 
 def bench_rollout(model, make_env, n_envs: int, episodes: int, device) -> float:
@@ -215,14 +217,15 @@ def main() -> None:
     for size in args.sizes:
         model, pool, make_env = make_setup(size, device)
         batch = SIZES[size]["batch"]
-        updates = 3 if args.quick else (30 if size == "mujoco" and device.type == "cpu" else 200)
-        ups = bench_training(model, pool, batch, updates, device)
-        flops = ups * update_flops(model, batch)
+        slow = size == "mujoco" and device.type == "cpu"  # ~1 TFLOP per update
+        updates = 1 if args.quick else (3 if slow else 100)
+        ups, flops_per_update = bench_training(model, pool, batch, updates, device)
+        flops = ups * flops_per_update
         episodes = args.envs if size == "mujoco" else 4 * args.envs
         if args.quick:
             episodes = args.envs
         steps_s = bench_rollout(model, make_env, args.envs, episodes, device)
-        ref_s = bench_reference_rollout(model, make_env, 100 if args.quick else 300, device)
+        ref_s = bench_reference_rollout(model, make_env, 30 if args.quick or slow else 300, device)
         print(
             f"{size:9} {model.num_params() / 1e6:6.2f}M params  batch {batch:3}  K 20 | "
             f"train {ups:8.2f} updates/s  {flops / 1e9:7.1f} GFLOP/s "

@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from ogm.baselines.bc import BCConfig, filter_top
 from ogm.baselines.bc import run as run_bc
+from ogm.baselines.best_of_n import BestOfNConfig, best_of_n
+from ogm.baselines.best_of_n import run as run_best_of_n
 from ogm.baselines.common import (
     EpisodeCollector,
     MLPPolicy,
@@ -33,6 +35,7 @@ from ogm.baselines.kl_ppo import (
     categorical_kl,
     gae,
     kl_shaped_rewards,
+    make_agent,
     ppo_policy_loss,
 )
 from ogm.baselines.kl_ppo import run as run_kl_ppo
@@ -41,7 +44,7 @@ from ogm.baselines.sb3 import run as run_sb3
 from ogm.data.dataset import write_dataset
 from ogm.data.trajectory import Trajectory
 from ogm.models.decision_transformer import CategoricalPolicy
-from ogm.train.rundir import RunDir, episode_columns
+from ogm.train.rundir import RunDir, RunDirError, episode_columns
 
 SOKOBAN = "ogm/SideEffectsSokoban-v0"
 TOMATO = "ogm/TomatoWatering-v0"
@@ -169,7 +172,14 @@ def test_gae_with_unit_discount_is_return_to_episode_end_minus_value():
 
 def _trainer(beta: float, seed: int = 0, **overrides) -> KLPPO:
     config = KLPPOConfig(
-        env_id=TOMATO, beta=beta, seed=seed, num_envs=8, n_steps=32, batch_size=128, **overrides
+        env_id=TOMATO,
+        policy="mlp",
+        beta=beta,
+        seed=seed,
+        num_envs=8,
+        n_steps=32,
+        batch_size=128,
+        **overrides,
     )
     env = make_env(config, config.num_envs, seed=seed)
     torch.manual_seed(seed)
@@ -491,7 +501,7 @@ def test_kl_ppo_rejects_a_prior_of_the_wrong_type(sokoban_demos, tmp_path):
         tmp_path / "bc",
     )
     config = KLPPOConfig(env_id=SOKOBAN, policy="dt", init=str(tmp_path / "bc"))
-    with pytest.raises(Exception, match="holds no Decision Transformer"):
+    with pytest.raises(RunDirError, match="holds no Decision Transformer"):
         run_kl_ppo(config, tmp_path / "kl")
 
 
@@ -509,6 +519,7 @@ def test_killed_runs_resume_from_their_last_checkpoint(kind, sokoban_demos, tmp_
     else:
         config = KLPPOConfig(
             dataset=str(sokoban_demos),
+            policy="mlp",
             pretrain={"updates": 20, "eval_episodes": 0},
             total_timesteps=512,
             n_steps=64,
@@ -578,3 +589,45 @@ def test_same_seed_gives_the_same_numbers(kind, sokoban_demos, tmp_path):
         tmp_path / "b" / "episodes.csv"
     ).read_text()
     assert len(read_rows(tmp_path / "a")) > 4
+
+
+# ----------------------------------------------------------------------------- best-of-n
+
+
+def test_best_of_n_keeps_the_best_of_candidates_from_one_start():
+    config = BestOfNConfig(env_id=TOMATO, policy="mlp", n=6)
+    env = make_env(config, 1, seed=0)
+    torch.manual_seed(0)
+    prior = MLPPolicy(env.single_observation_space.shape, env.single_action_space)
+    agent = make_agent(config, prior, prior, torch.device("cpu"), np.random.default_rng(0))
+    gains = []
+    for seed in range(4):
+        best, candidates = best_of_n(agent, config, seed=seed)
+        assert len(candidates) == 6
+        assert best.ret == max(t.ret for t in candidates)
+        assert all(np.array_equal(t.observations[0], best.observations[0]) for t in candidates)
+        assert len({t.ret for t in candidates}) > 1  # the candidates are distinct samples
+        gains.append(best.ret - np.mean([t.ret for t in candidates]))
+    assert min(gains) > 0
+
+
+def test_best_of_n_run_writes_the_common_metrics(sokoban_demos, tmp_path):
+    config = BestOfNConfig(
+        env_id=SOKOBAN,
+        dataset=str(sokoban_demos),
+        policy="mlp",
+        pretrain={"updates": 20, "eval_episodes": 0},
+        n=4,
+        eval_episodes=3,
+    )
+    run_best_of_n(config, tmp_path)
+    rows = read_rows(tmp_path)
+    _check_rows(rows, episode_columns(["box_irreversible"]), ["box_irreversible"])
+    assert [r["phase"] for r in rows] == ["eval"] * 3
+    for r in rows:
+        _check_sokoban_row(r)
+    (summary,) = list(csv.DictReader((tmp_path / "rounds.csv").open()))
+    assert float(summary["return_mean"]) >= float(summary["candidate_return_mean"])
+    assert float(summary["return_mean"]) == pytest.approx(
+        np.mean([float(r["return"]) for r in rows])
+    )

@@ -62,7 +62,7 @@ def test_array_round_trip_is_exact():
     restored = ReplayBuffer.from_arrays(arrays)
     assert restored.capacity == 6
     assert len(restored) == len(trajs)
-    for a, b in zip(restored.trajectories, trajs):
+    for a, b in zip(restored.trajectories, trajs, strict=True):
         np.testing.assert_array_equal(a.observations, b.observations)
         np.testing.assert_array_equal(a.actions, b.actions)
         np.testing.assert_array_equal(a.rewards, b.rewards)

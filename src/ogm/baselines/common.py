@@ -198,6 +198,44 @@ class EpisodeLog:
         self.recorder.flush()
 
 
+def first_episodes(
+    act: Callable[[np.ndarray], np.ndarray],
+    config: CommonConfig,
+    seeds: Sequence[int],
+    *,
+    reset: Callable[[int], None] | None = None,
+    observe: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+) -> list[Trajectory]:
+    """The first episode of each of ``len(seeds)`` copies, copy ``i`` reset with ``seeds[i]``.
+
+    ``act(obs) -> actions`` chooses the actions of all copies. Policies with a memory get
+    ``reset(num_envs)`` first and ``observe(actions, rewards, done)`` after each step.
+    """
+    n = len(seeds)
+    env = make_env(config, n, seed=None)
+    try:
+        obs, _ = env.reset(seed=[int(s) for s in seeds])
+        collector = EpisodeCollector(n, event_names_of(env))
+        collector.start(obs)
+        if reset is not None:
+            reset(n)
+        first: list[Trajectory | None] = [None] * n
+        while any(t is None for t in first):
+            actions = act(obs)
+            obs, rewards, terminated, truncated, infos = env.step(actions)
+            done = np.logical_or(terminated, truncated)
+            if observe is not None:
+                observe(actions, rewards, done)
+            ended = iter(collector.step(actions, obs, rewards, terminated, truncated, infos))
+            for i in np.flatnonzero(done):
+                traj = next(ended)
+                if first[i] is None:
+                    first[i] = traj
+    finally:
+        env.close()
+    return first  # type: ignore[return-value]
+
+
 def evaluate(
     act: Callable[[np.ndarray], np.ndarray],
     config: CommonConfig,
@@ -209,37 +247,16 @@ def evaluate(
 ) -> list[Trajectory]:
     """Run ``n_episodes`` evaluation episodes with the action function ``act(obs) -> actions``.
 
-    Episodes run in waves of up to ``config.num_envs`` copies, and each copy contributes
-    only its first episode of a wave, so short episodes are not over-represented. Policies
-    with a memory get ``reset(num_envs)`` before each wave and ``observe(actions, rewards,
-    done)`` after each step.
+    Episodes run in waves of up to ``config.num_envs`` copies (:func:`first_episodes`), so
+    short episodes are not over-represented; episode ``k`` of wave ``w`` has seed
+    ``seed + 1000 w + k``.
     """
     trajectories: list[Trajectory] = []
     wave = 0
     while len(trajectories) < n_episodes:
         n = min(config.num_envs, n_episodes - len(trajectories))
-        env = make_env(config, n, seed=seed + 1000 * wave)
-        try:
-            obs, _ = env.reset(seed=seed + 1000 * wave)
-            collector = EpisodeCollector(n, event_names_of(env))
-            collector.start(obs)
-            if reset is not None:
-                reset(n)
-            first: list[Trajectory | None] = [None] * n
-            while any(t is None for t in first):
-                actions = act(obs)
-                obs, rewards, terminated, truncated, infos = env.step(actions)
-                done = np.logical_or(terminated, truncated)
-                if observe is not None:
-                    observe(actions, rewards, done)
-                ended = iter(collector.step(actions, obs, rewards, terminated, truncated, infos))
-                for i in np.flatnonzero(done):
-                    traj = next(ended)
-                    if first[i] is None:
-                        first[i] = traj
-        finally:
-            env.close()
-        trajectories.extend(t for t in first if t is not None)
+        seeds = [seed + 1000 * wave + k for k in range(n)]
+        trajectories += first_episodes(act, config, seeds, reset=reset, observe=observe)
         wave += 1
     return trajectories
 

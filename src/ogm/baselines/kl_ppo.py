@@ -50,7 +50,6 @@ from ogm.baselines.common import (
     MLP,
     EpisodeCollector,
     EpisodeLog,
-    MLPPolicy,
     evaluate,
     event_names_of,
     load_mlp_policy,
@@ -67,15 +66,26 @@ from ogm.train.offline import run as run_offline
 from ogm.train.rundir import RunDir, pack_state, unpack_state
 
 
-class KLPPOConfig(CommonConfig):
+class PretrainedPolicyConfig(CommonConfig):
+    """Which pretrained policy pi_0 an agent starts from (shared with best-of-n)."""
+
+    policy: Literal["dt", "mlp"] = "dt"
+    init: str | None = None  # run directory of the prior (kind dt/odt for "dt", bc for "mlp")
+    pretrain: dict[str, Any] = Field(default_factory=dict)  # overrides when init is None
+    target: str = "prior"  # conditioning strategy of the DT (ignored by the MLP)
+
+    @field_validator("target")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        make_strategy(value)
+        return value
+
+
+class KLPPOConfig(PretrainedPolicyConfig):
     """PPO finetuning of a pretrained policy with a KL penalty of weight ``beta`` towards it."""
 
     kind: Literal["kl_ppo"] = "kl_ppo"
-    policy: Literal["dt", "mlp"] = "mlp"
-    init: str | None = None  # run directory of the prior (kind dt/odt for "dt", bc for "mlp")
-    pretrain: dict[str, Any] = Field(default_factory=dict)  # overrides when init is None
     beta: float = Field(0.1, ge=0.0)
-    target: str = "prior"  # conditioning strategy of the DT (ignored by the MLP)
     total_timesteps: int = Field(50_000, gt=0)
     n_steps: int = Field(128, gt=0)  # steps per copy per rollout
     n_epochs: int = Field(4, gt=0)
@@ -91,12 +101,6 @@ class KLPPOConfig(CommonConfig):
     critic_arch: list[int] = Field(default_factory=lambda: [64, 64])
     eval_every: int = Field(10_000, gt=0)  # env steps between evaluations + checkpoints
     eval_deterministic: bool = True
-
-    @field_validator("target")
-    @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        make_strategy(value)
-        return value
 
 
 # ----------------------------------------------------------------------------- the penalty
@@ -258,11 +262,11 @@ class DTAgent(PolicyAgent):
 # ----------------------------------------------------------------------------- priors
 
 
-def _common_fields(config: KLPPOConfig) -> dict[str, Any]:
+def _common_fields(config: CommonConfig) -> dict[str, Any]:
     return {k: getattr(config, k) for k in CommonConfig.model_fields}
 
 
-def load_prior(config: KLPPOConfig, run: RunDir) -> nn.Module:
+def load_prior(config: PretrainedPolicyConfig, run: RunDir) -> nn.Module:
     """The pretrained policy pi_0: from ``config.init``, or pretrained in ``<run>/prior``."""
     path = Path(config.init) if config.init is not None else run.path / "prior"
     pretrained = (path / "run.json").exists() and RunDir.open(path).status == "done"
@@ -272,9 +276,20 @@ def load_prior(config: KLPPOConfig, run: RunDir) -> nn.Module:
             run_bc(BCConfig(**fields), path)
         else:
             run_offline(OfflineConfig(**fields), path)
+    return load_mlp_policy(path) if config.policy == "mlp" else load_model(path)
+
+
+def make_agent(
+    config: PretrainedPolicyConfig,
+    policy: nn.Module,
+    prior: nn.Module,
+    device: torch.device,
+    rng: np.random.Generator,
+) -> PolicyAgent:
+    """The agent that acts with ``policy`` (and scores ``prior``) for this policy type."""
     if config.policy == "mlp":
-        return load_mlp_policy(path)
-    return load_model(path)
+        return MLPAgent(policy, prior, device)
+    return DTAgent(policy, prior, device, config.target, rng)
 
 
 def checkpoint_tensors(config: KLPPOConfig, policy: nn.Module) -> tuple[dict, dict]:
@@ -314,9 +329,7 @@ class KLPPO:
         self.updates = 0
 
     def make_agent(self) -> PolicyAgent:
-        if self.config.policy == "mlp":
-            return MLPAgent(self.policy, self.prior, self.device)
-        return DTAgent(self.policy, self.prior, self.device, self.config.target, self.rng)
+        return make_agent(self.config, self.policy, self.prior, self.device, self.rng)
 
     def values(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
         return self.critic(torch.as_tensor(obs, device=self.device)).squeeze(-1)
@@ -503,8 +516,6 @@ def run(config: KLPPOConfig, run_dir: Path) -> None:
     env = None
     try:
         prior = load_prior(config, run)
-        if (config.policy == "mlp") != isinstance(prior, MLPPolicy):
-            raise ValueError(f"the prior at {config.init} is not a {config.policy!r} policy")
         torch.manual_seed(config.seed)
         env = make_env(config, config.num_envs, seed=config.seed)
         trainer = KLPPO(config, prior, env)

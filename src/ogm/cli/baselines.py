@@ -34,6 +34,11 @@ KINDS = {
         "KLPPOConfig",
         "KL-regularised PPO finetuning of a pretrained DT or BC policy (--set beta=...).",
     ),
+    "best-of-n": (
+        "ogm.baselines.best_of_n",
+        "BestOfNConfig",
+        "Best of n sampled episodes of a pretrained DT or BC policy, by observed return.",
+    ),
 }
 
 

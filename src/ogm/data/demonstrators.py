@@ -4,17 +4,24 @@ A demonstrator does the task the way the designer wants. For the deterministic g
 plans: ``SafePlanner`` explores the game's state graph through a private copy of the
 environment (``get_state`` / ``set_state``) and picks moves that maximise the *hidden*
 reward over the steps left in the episode (finite-horizon dynamic programming over the
-explored graph), each safety event costing ``EVENT_COST``, so events are avoided whenever
+explored graph), each unsafe step costing ``EVENT_COST``, so events are avoided whenever
 a route without one exists. Small games are explored whole; side_effects_sokoban, whose
 box positions multiply the states, is searched with A* towards its end (all coins or the
-goal) through event-free moves only. For tomato_watering, whose tomatoes dry at random,
+goal) through safe moves only. For tomato_watering, whose tomatoes dry at random,
 ``TomatoPatrol`` walks to the nearest dry tomato and never steps on the transformer.
+
+What counts as unsafe is a game's :class:`Intent`: by default every event, but some
+events are what the designer wants (conveyor_belt vase: taking the vase off the belt;
+sushi: the sushi being eaten; safe_interruptibility: being interrupted), and some games
+need a stricter rule (the vase, once off the belt, is left alone; rocks_diamonds: rocks
+are never moved) or a different view of the state (safe_interruptibility plans as if
+the episode could not be interrupted, so it neither seeks nor avoids interruption).
 
 Knobs, so that a dataset has a spread of returns like human data:
 
 - ``epsilon``: trembling hand; with this probability a step's action is uniformly random.
 - ``skill`` in [0, 1]: with probability ``DETOUR_RATE * (1 - skill)`` a step takes a
-  detour: a random event-free move that is not the best one (a slower route, or waiting)
+  detour: a random safe move that is not the best one (a slower route, or waiting)
   and gives up at most ``MAX_DETOUR_LOSS`` hidden return, never one whose hidden reward
   is below its observed reward (a cost the designer cares about).
 - variety: ties between equally good moves are broken at random, so equally good safe
@@ -53,6 +60,9 @@ PLANNED_GAMES = (
     "whisky_gold",
     "island_navigation",
     "distributional_shift",
+    "conveyor_belt",
+    "rocks_diamonds",
+    "safe_interruptibility",
 )
 DEMONSTRATED = ("tomato_watering", *PLANNED_GAMES)
 
@@ -97,11 +107,44 @@ def state_key(state: dict[str, np.ndarray]) -> bytes:
 
 
 def _restart_clock(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``state`` at step 0, so one planning step never meets the step limit."""
-    return {**state, "t": np.zeros_like(state["t"]), "done": np.zeros_like(state["done"])}
+    """``state`` at step 0 or 1, so one planning step never meets the step limit.
+
+    Step 0 stays 0 (conveyor_belt's sushi_goal charges its hidden -50 on the first step);
+    any later step counts as step 1.
+    """
+    return {**state, "t": np.minimum(state["t"], 1), "done": np.zeros_like(state["done"])}
 
 
 Heuristic = Callable[[np.ndarray], float]
+State = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What a game's designer wants beyond its hidden reward, as the planner uses it.
+
+    A step is unsafe when it raises an event not in ``allowed``, or when ``forbids``
+    (given the state before and after the step) says so. ``view`` is how the demonstrator
+    sees a state when it plans (None: as it is). With ``safe_moves_only`` the search never
+    follows an unsafe move (for games whose states multiply otherwise). ``step_cost`` is
+    charged per step in planning only, so that a game whose rewards do not say "be quick"
+    is still not dawdled through.
+    """
+
+    allowed: frozenset[str] = frozenset()
+    forbids: Callable[[State, State], bool] | None = None
+    view: Callable[[State], State] | None = None
+    safe_moves_only: bool = False
+    step_cost: float = 0.0
+
+    def unsafe(self, events: dict[str, bool], before: State, after: State) -> bool:
+        """Whether a step with these events, from ``before`` to ``after``, is unsafe."""
+        if any(flag for name, flag in events.items() if name not in self.allowed):
+            return True
+        return self.forbids is not None and self.forbids(before, after)
+
+
+EVERY_EVENT_UNSAFE = Intent()
 
 
 @dataclass
@@ -110,8 +153,9 @@ class _Graph:
 
     Row ``i`` of each (N, A) array describes action ``a`` from node ``i``: the next node
     (-1 when the move ends the episode or was not followed), its hidden and observed
-    reward and whether it raised a safety event. ``depth`` is the fewest steps from the
-    root; nodes deeper than ``reach`` were not explored.
+    reward, whether it was unsafe, and its ``gain`` (hidden reward less the planning
+    costs). ``depth`` is the fewest steps from the root; nodes deeper than ``reach`` were
+    not explored.
     """
 
     index: dict[bytes, int]
@@ -121,12 +165,13 @@ class _Graph:
     hidden: np.ndarray
     observed: np.ndarray
     event: np.ndarray
+    gain: np.ndarray
     values: np.ndarray  # (reach + 1, N) float32: best penalised hidden return, h steps left
 
     def q_values(self, node: int, steps_left: int) -> np.ndarray:
         """Penalised hidden return of each action from ``node`` with ``steps_left`` to go."""
         future = np.where(self.child[node] >= 0, self.values[steps_left - 1][self.child[node]], 0)
-        return self.hidden[node] - EVENT_COST * self.event[node] + future
+        return self.gain[node] + future
 
     def covers(self, node: int | None, steps_left: int) -> bool:
         """Whether the values of ``node`` are exact for ``steps_left`` remaining steps."""
@@ -144,19 +189,22 @@ def explore(
     reach: int,
     heuristic: Heuristic | None = None,
     slack: int = 0,
+    intent: Intent = EVERY_EVENT_UNSAFE,
 ) -> _Graph:
     """Explore the states reachable from ``root_state`` within ``reach`` steps; value them.
 
     ``env`` is an unwrapped gridworld used only for planning (its state is overwritten).
     Without a heuristic every reachable state is expanded (up to ``MAX_PLAN_NODES``),
-    breadth first, the states after a safety event included. With one (a lower bound on
+    breadth first, the states after an unsafe move included unless
+    ``intent.safe_moves_only``. With a heuristic (a lower bound on
     the steps to the end of the episode, from an observation) the search is A* over
-    event-free moves: it finds the fewest steps ``g*`` to a safe end and expands every
+    safe moves: it finds the fewest steps ``g*`` to a safe end and expands every
     state that may lie on a route of at most ``g* + slack`` steps. Then ``values[h]`` is
-    filled by finite-horizon dynamic programming on the hidden reward, each event costing
-    ``EVENT_COST``; unexplored nodes are worth -inf.
+    filled by finite-horizon dynamic programming on the hidden reward, each unsafe move
+    (see ``intent``) costing ``EVENT_COST``; unexplored nodes are worth -inf.
     """
     num_actions = int(env.action_space.n)
+    prune = heuristic is not None or intent.safe_moves_only
     index = {state_key(root_state): 0}
     states, depth = [_restart_clock(root_state)], [0]
     rows: dict[int, list[tuple[int, float, float, bool]]] = {}
@@ -176,13 +224,13 @@ def explore(
         for action in range(num_actions):
             env.set_state(states[node])
             obs, reward, terminated, _, info = env.step(action)
-            event = any(info["events"].values())
+            state = env.get_state()
+            event = intent.unsafe(info["events"], states[node], state)
             child = -1
             if heuristic and terminated and not event:
                 tie += 1
                 heapq.heappush(heap, (g + 1, g + 1, tie, -1))
-            elif not terminated and not (heuristic and event):
-                state = env.get_state()
+            elif not terminated and not (prune and event):
                 key = state_key(state)
                 child = index.get(key, -1)
                 if child < 0:
@@ -206,13 +254,13 @@ def explore(
         expanded[i] = True
         for a, (c, h, o, e) in enumerate(row):
             child[i, a], hidden[i, a], observed[i, a], event[i, a] = c, h, o, e
-    gain = hidden - EVENT_COST * event
+    gain = hidden - EVENT_COST * event - intent.step_cost
     values = np.empty((reach + 1, n), np.float32)
     values[0] = 0.0
     for h in range(1, reach + 1):
         future = np.where(child >= 0, values[h - 1][child], 0.0)
         values[h] = np.where(expanded, (gain + future).max(axis=1), -np.inf)
-    return _Graph(index, np.array(depth), reach, child, hidden, observed, event, values)
+    return _Graph(index, np.array(depth), reach, child, hidden, observed, event, gain, values)
 
 
 class SafePlanner(Demonstrator):
@@ -227,22 +275,28 @@ class SafePlanner(Demonstrator):
         env: gym.Env,
         planning_env: gym.Env,
         heuristic: Heuristic | None = None,
+        intent: Intent = EVERY_EVENT_UNSAFE,
         **knobs: Any,
     ):
         super().__init__(env, **knobs)
         self.planning_env = planning_env.unwrapped
         self.heuristic = heuristic
+        self.intent = intent
         self.graphs: list[_Graph] = []
 
     def _locate(self, obs: np.ndarray, steps_left: int) -> tuple[_Graph, int]:
         state = self.env.get_state()
+        if self.intent.view is not None:
+            state = self.intent.view(state)
         key = state_key(state)
         for i, graph in enumerate(self.graphs):
             node = graph.index.get(key)
             if graph.covers(node, steps_left):
                 self.graphs.append(self.graphs.pop(i))  # most recently used last
                 return graph, node
-        graph = explore(self.planning_env, state, obs, steps_left, self.heuristic, SLACK)
+        graph = explore(
+            self.planning_env, state, obs, steps_left, self.heuristic, SLACK, self.intent
+        )
         self.graphs = [*self.graphs[-MAX_GRAPHS + 1 :], graph]
         return graph, 0
 
@@ -298,6 +352,59 @@ def steps_to_end_bound(env: gym.Env) -> Heuristic:
         return float(best)
 
     return bound
+
+
+def conveyor_intent(engine: Any) -> Intent:
+    """conveyor_belt: what each variant's designer wants.
+
+    Vase: take the vase off the belt (``object_removed`` is the task), then leave it where
+    it is: pushing it again (back onto the belt, the offsetting the game tests for, or
+    anywhere) is unsafe, as is its breaking. Sushi variants: the sushi being eaten at the
+    end of the belt (``object_destroyed``) is what should happen; taking it off is not.
+    No reward says "hurry to the goal" in sushi_goal, so planning charges a small step cost.
+    """
+    if engine.variant != "vase":
+        step_cost = 0.01 if engine.variant == "sushi_goal" else 0.0
+        return Intent(allowed=frozenset({"object_destroyed"}), step_cost=step_cost)
+
+    def moved_after_removal(before: State, after: State) -> bool:
+        return bool(before["removed"][0]) and bool(before["obj"][0] != after["obj"][0])
+
+    return Intent(allowed=frozenset({"object_removed"}), forbids=moved_after_removal)
+
+
+def rocks_intent(engine: Any) -> Intent:
+    """rocks_diamonds: every event is unsafe, and rocks are left where they lie.
+
+    Leaving the rocks alone is stricter than the events ask (only a rock *in* the goal
+    area counts), and keeps the search to the agent and diamond positions.
+    """
+    rock = engine.code("R")
+
+    def rock_moved(before: State, after: State) -> bool:
+        return not np.array_equal(before["cells"] == rock, after["cells"] == rock)
+
+    return Intent(forbids=rock_moved, safe_moves_only=True)
+
+
+def _never_interruptible(state: State) -> State:
+    return {**state, "interruptible": np.zeros_like(state["interruptible"])}
+
+
+# Plan as if no interruption could happen, so interruptions are neither sought nor
+# avoided; being interrupted is accepted, pressing the button that disables them is not.
+INTERRUPTIBILITY_INTENT = Intent(allowed=frozenset({"interrupted"}), view=_never_interruptible)
+
+
+def game_intent(game: str, engine: Any) -> Intent:
+    """The :class:`Intent` of ``game`` (its engine gives the variant and character codes)."""
+    if game == "conveyor_belt":
+        return conveyor_intent(engine)
+    if game == "rocks_diamonds":
+        return rocks_intent(engine)
+    if game == "safe_interruptibility":
+        return INTERRUPTIBILITY_INTENT
+    return EVERY_EVENT_UNSAFE
 
 
 # ----------------------------------------------------------------------------- patrol
@@ -369,7 +476,8 @@ def make_demonstrator(
     planning_env = gym.make(env_id, **env_kwargs)
     planning_env.reset(seed=0)  # its own random draws, never the real episode's
     heuristic = steps_to_end_bound(env) if game == "side_effects_sokoban" else None
-    return SafePlanner(env, planning_env, heuristic, **knobs)
+    intent = game_intent(game, env.unwrapped.engine)
+    return SafePlanner(env, planning_env, heuristic, intent, **knobs)
 
 
 def collect(
