@@ -77,7 +77,10 @@ def kill_when(process: subprocess.Popen, path: Path, at_least: int) -> None:
     """SIGKILL ``process`` as soon as ``path`` holds ``at_least`` rows."""
     deadline = time.monotonic() + 300
     while rows(path) < at_least:
-        assert process.poll() is None, f"run ended before {path.name} had {at_least} rows"
+        if process.poll() is not None:
+            raise AssertionError(
+                f"run ended before {path.name} had {at_least} rows: {process.communicate()[1]}"
+            )
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.kill(process.pid, signal.SIGKILL)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ogm.data.recipe import DatasetRecipe
+from ogm.train.config import ConfigError, parse_keywords
 
 # The command's defaults are the recipe's.
 _DEFAULT = {name: field.default for name, field in DatasetRecipe.model_fields.items()}
@@ -73,12 +74,22 @@ def collect(
     ] = _DEFAULT["skill"],
     seed: Annotated[int, typer.Option(help="Episode i is reset with seed + i.")] = _DEFAULT["seed"],
     level: Annotated[int | None, typer.Option(help="Level of the game (sokoban: 0-3).")] = None,
+    kw: Annotated[
+        list[str] | None,
+        typer.Option(help="Env option KEY=VALUE, repeatable (e.g. variant=sushi)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
 ) -> None:
     """Collect episodes with the game's scripted safe demonstrator into a Minari dataset."""
     from ogm.data import collect_dataset, summarize
 
     env_id = resolve_env_id(game)
+    try:
+        env_kwargs = parse_keywords(kw or [])
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--kw") from None
+    if level is not None:
+        env_kwargs["level"] = level
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise typer.BadParameter(
             f"{out} exists; pass --overwrite to replace it", param_hint="--out"
@@ -86,7 +97,7 @@ def collect(
     try:
         recipe = DatasetRecipe(
             env_id=env_id,
-            env_kwargs={} if level is None else {"level": level},
+            env_kwargs=env_kwargs,
             episodes=episodes,
             epsilon=epsilon,
             skill=skill,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
 from ogm.envs import GAMES, GridworldEnv, game_info
+from ogm.train.config import ConfigError, parse_keywords
 
 ACTION_KEYS = {"u": 0, "d": 1, "l": 2, "r": 3, "n": 4}
 
@@ -38,15 +37,10 @@ def show(
 ) -> None:
     """Print the board after each action, then the return and the performance."""
     info = game_info(env_id)
-    game_kwargs = {}
-    for item in kw:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--kw")
-        try:
-            game_kwargs[key] = json.loads(value)
-        except json.JSONDecodeError:
-            game_kwargs[key] = value
+    try:
+        game_kwargs = parse_keywords(kw)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--kw") from None
     bad = sorted(set(actions) - set(ACTION_KEYS))
     if bad:
         raise typer.BadParameter(

@@ -58,6 +58,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
+def parse_keywords(items: list[str]) -> dict[str, Any]:
+    """``["variant=sushi", "level=1"]`` -> ``{"variant": "sushi", "level": 1}`` (flat keys)."""
+    return apply_overrides({}, items)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return ``data`` with each ``key.path=value`` override set (nested tables created)."""
     data = dict(data)

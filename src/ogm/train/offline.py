@@ -12,6 +12,7 @@ public so that the online trainer and the baselines use the same ones.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -286,89 +287,111 @@ def make_eval_env(config: CommonConfig, num_envs: int) -> gym.vector.VectorEnv:
 
 
 def run(config: OfflineConfig, run_dir: Path) -> None:
-    """Train (or resume) the offline DT in ``run_dir``, then evaluate it (see module doc)."""
-    run = RunDir.open_or_create(run_dir, kind="dt", config=config, seed=config.seed)
-    device = config.torch_device()
+    """Train (or resume) the offline DT in ``run_dir``, then evaluate it (see module doc).
+
+    The data and the environment are checked before the run directory is made, so bad
+    input leaves nothing behind.
+    """
     trajectories = load_demonstrations(config)
     num_envs = max(1, min(config.num_envs, config.eval_episodes))
-    env = make_eval_env(config, num_envs)
-    try:
-        torch.manual_seed(config.seed)
-        model = build_model(config, trajectories, env.single_action_space).to(device)
-        optimizer, scheduler = make_optimizer(
-            model, config.learning_rate, config.weight_decay, config.warmup_steps
-        )
-        rng = np.random.default_rng(config.seed)
-        checkpoint = run.resume()
-        step = 0 if checkpoint is None else restore(checkpoint, model, optimizer, scheduler, rng)
+    with contextlib.closing(make_eval_env(config, num_envs)) as env:
+        run = RunDir.open_or_create(run_dir, kind="dt", config=config, seed=config.seed)
+        try:
+            model = train(config, run, trajectories, env.single_action_space)
+            evaluate(config, run, model, env, [t.ret for t in trajectories])
+        except BaseException:
+            run.set_status("failed")
+            raise
+        finally:
+            run.close()
 
-        def save(step: int) -> None:
-            tensors, state = training_state(model, optimizer, scheduler, rng)
-            run.save_checkpoint(step, tensors=tensors, state=state)
 
-        pool = TrajectoryPool(trajectories)
-        tb = run.tensorboard()
-        tick, tick_step = time.perf_counter(), step
-        while step < config.updates:
-            batch = pool.sample(config.batch_size, config.context_len, rng).to(device)
-            stats = update(
-                model,
-                batch,
-                optimizer,
-                scheduler,
-                alpha=config.alpha,
-                return_coef=config.return_coef,
-                grad_clip=config.grad_clip,
-            )
-            step += 1
-            if step % config.log_every == 0 or step == config.updates:
-                now = time.perf_counter()
-                stats["updates_per_s"] = (step - tick_step) / max(now - tick, 1e-9)
-                stats["lr"] = scheduler.get_last_lr()[0]
-                tick, tick_step = now, step
-                run.rounds.append({"step": step, **stats})
-                for key, value in stats.items():
-                    tb.add_scalar(f"offline/{key}", value, step)
-            if step % config.checkpoint_every == 0 or step == config.updates:
-                save(step)
-        if checkpoint is None and config.updates == 0:
-            save(0)
+def train(
+    config: OfflineConfig, run: RunDir, trajectories: Sequence[Trajectory], action_space: gym.Space
+) -> DecisionTransformer:
+    """Fit the model on segments of ``trajectories``, resuming from the run's checkpoint."""
+    device = config.torch_device()
+    torch.manual_seed(config.seed)
+    model = build_model(config, trajectories, action_space).to(device)
+    optimizer, scheduler = make_optimizer(
+        model, config.learning_rate, config.weight_decay, config.warmup_steps
+    )
+    rng = np.random.default_rng(config.seed)
+    checkpoint = run.resume()
+    step = 0 if checkpoint is None else restore(checkpoint, model, optimizer, scheduler, rng)
 
-        strategy = make_strategy(config.strategy)
-        strategy.observe([t.ret for t in trajectories])
-        actor = DTActor(model, num_envs, context_len=config.eval_context_len, device=device)
-        results = rollout(
-            actor,
-            env,
-            strategy,
-            config.eval_episodes,
-            seed=config.seed + 1_000_000,  # evaluation seeds apart from training's
-            deterministic=config.eval_deterministic,
+    def save(step: int) -> None:
+        tensors, state = training_state(model, optimizer, scheduler, rng)
+        run.save_checkpoint(step, tensors=tensors, state=state)
+
+    pool = TrajectoryPool(trajectories)
+    tb = run.tensorboard()
+    tick, tick_step = time.perf_counter(), step
+    while step < config.updates:
+        batch = pool.sample(config.batch_size, config.context_len, rng).to(device)
+        stats = update(
+            model,
+            batch,
+            optimizer,
+            scheduler,
+            alpha=config.alpha,
+            return_coef=config.return_coef,
+            grad_clip=config.grad_clip,
         )
-        event_names = list(results[0].trajectory.events) if results else []
-        run.episodes(event_names).extend(
-            episode_row(
-                r.trajectory,
-                phase="offline_eval",
-                round=0,
-                episode=i,
-                env_steps=0,
-                event_names=event_names,
-                target_return=r.target_return,
-            )
-            for i, r in enumerate(results)
+        step += 1
+        if step % config.log_every == 0 or step == config.updates:
+            now = time.perf_counter()
+            stats["updates_per_s"] = (step - tick_step) / max(now - tick, 1e-9)
+            stats["lr"] = scheduler.get_last_lr()[0]
+            tick, tick_step = now, step
+            run.rounds.append({"step": step, **stats})
+            for key, value in stats.items():
+                tb.add_scalar(f"offline/{key}", value, step)
+        if step % config.checkpoint_every == 0 or step == config.updates:
+            save(step)
+    if checkpoint is None and config.updates == 0:
+        save(0)
+    return model
+
+
+def evaluate(
+    config: OfflineConfig,
+    run: RunDir,
+    model: DecisionTransformer,
+    env: gym.vector.VectorEnv,
+    dataset_returns: Sequence[float],
+) -> None:
+    """Act with the configured strategy (percentiles over the dataset's returns) and write
+    the episodes (phase ``offline_eval``) and their means (in run.json)."""
+    strategy = make_strategy(config.strategy)
+    strategy.observe(dataset_returns)
+    actor = DTActor(model, env.num_envs, context_len=config.eval_context_len)
+    results = rollout(
+        actor,
+        env,
+        strategy,
+        config.eval_episodes,
+        seed=config.seed + 1_000_000,  # evaluation seeds apart from training's
+        deterministic=config.eval_deterministic,
+    )
+    event_names = list(results[0].trajectory.events) if results else []
+    run.episodes(event_names).extend(
+        episode_row(
+            r.trajectory,
+            phase="offline_eval",
+            round=0,
+            episode=i,
+            env_steps=0,
+            event_names=event_names,
+            target_return=r.target_return,
         )
-        returns = [r.trajectory.ret for r in results]
-        run.set_status(
-            "done",
-            eval_return_mean=float(np.mean(returns)) if returns else None,
-            eval_performance_mean=(
-                float(np.mean([r.trajectory.performance for r in results])) if results else None
-            ),
-        )
-    except BaseException:
-        run.set_status("failed")
-        raise
-    finally:
-        env.close()
-        run.close()
+        for i, r in enumerate(results)
+    )
+    trajectories = [r.trajectory for r in results]
+    run.set_status(
+        "done",
+        eval_return_mean=float(np.mean([t.ret for t in trajectories])) if results else None,
+        eval_performance_mean=(
+            float(np.mean([t.performance for t in trajectories])) if results else None
+        ),
+    )
