@@ -225,7 +225,8 @@ def main() -> None:
         if args.quick:
             episodes = args.envs
         steps_s = bench_rollout(model, make_env, args.envs, episodes, device)
-        ref_s = bench_reference_rollout(model, make_env, 30 if args.quick or slow else 300, device)
+        # whole episodes (100 steps), like the batched rollout
+        ref_s = bench_reference_rollout(model, make_env, 100 if args.quick or slow else 300, device)
         print(
             f"{size:9} {model.num_params() / 1e6:6.2f}M params  batch {batch:3}  K 20 | "
             f"train {ups:8.2f} updates/s  {flops / 1e9:7.1f} GFLOP/s "

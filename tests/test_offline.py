@@ -154,3 +154,11 @@ def test_cli_takes_the_env_from_the_dataset(dataset, tmp_path):
         ],
     )
     assert bad.exit_code == 2 and "n_embd" in bad.output
+
+
+def test_bad_input_leaves_no_run_directory(dataset, tmp_path):
+    with pytest.raises(ValueError, match="dataset must name the demonstrations"):
+        run(OfflineConfig(env_id=ENV, **TINY), tmp_path / "none")
+    with pytest.raises(Exception, match="NoSuchGame"):
+        run(OfflineConfig(env_id="ogm/NoSuchGame-v0", dataset=str(dataset), **TINY), tmp_path / "x")
+    assert not (tmp_path / "none").exists() and not (tmp_path / "x").exists()

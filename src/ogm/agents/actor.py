@@ -4,7 +4,8 @@
 runs one forward pass per step for all copies. The buffers hold ``2K`` steps; a write
 pointer moves right each step and, when it reaches the end, the last ``K - 1`` steps are
 copied to the front (amortised O(1), no allocation). Copies that start an episode simply
-mask out their older steps, exactly like the left padding used in training.
+mask out their older steps, exactly like the left padding used in training; while every
+copy is early in its episode the window is cropped to the longest real context.
 
 :func:`rollout` runs whole episodes with a conditioning strategy: at the first step of an
 episode the actor reads ``P(R | s_0)`` from the return head, the strategy turns it into a
@@ -64,7 +65,10 @@ class DTActor:
         self.generator.manual_seed(seed)
 
     def _window(self) -> slice:
-        return slice(self.pos - self.K + 1, self.pos + 1)
+        # the last K steps, cropped to the longest context any copy has: early in episodes
+        # the rest would be padding on every row, which the model ignores anyway
+        n = min(self.K, int(self.steps.max()) + 1)
+        return slice(self.pos - n + 1, self.pos + 1)
 
     def reset(self, env_mask: np.ndarray) -> None:
         """Forget the context of the copies in ``env_mask``: they start a new episode."""

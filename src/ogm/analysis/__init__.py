@@ -1,1 +1,5 @@
-"""ogm.analysis."""
+"""Measurement and report: emergence metrics (``emergence``), statistics across seeds
+(``stats``), run directories read back (``runs``), recorded episodes and their animations
+(``episodes``: ``EpisodeRecorder`` is the hook agents call), figures (``plots``) and the HTML
+report (``report``). See docs/experiments.md.
+"""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -13,7 +13,7 @@ Workers = Annotated[
 ]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
@@ -59,7 +59,6 @@ def _report(runs_dir: Path, event: str | None) -> Path:
         return write_report(runs_dir, event=event)
     except (ReportError, FileNotFoundError) as err:
         _fail(str(err))
-        raise  # unreachable; keeps type checkers calm
 
 
 def register(app: typer.Typer) -> None:
