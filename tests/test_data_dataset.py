@@ -64,6 +64,14 @@ def test_round_trip_is_exact(written):
     assert len(load_trajectories(path / "data")) == len(trajs)
 
 
+def test_relative_output_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trajs = _trajectories(2)
+    write_dataset(trajs, "relative", env_id=ENV_ID)
+    loaded = load_trajectories("relative")
+    np.testing.assert_array_equal(loaded[1].observations, trajs[1].observations)
+
+
 def test_standard_minari_layout_and_metadata(written):
     path, trajs = written
     meta = dataset_metadata(path)

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
 
 import ogm.envs  # noqa: F401  (registers the ids)
 from ogm.envs import GAMES, GridworldEnv, make_vector, render_rgb
@@ -503,6 +504,9 @@ def test_make_vector_for_other_gymnasium_ids():
     assert np.array_equal(infos["hidden_reward"], reward) and infos["events"] == {}
     again = make_vector("CartPole-v1", 3, seed=0)
     assert np.array_equal(again.reset()[0], obs)
+    # The autoreset mode reaches the vector env, as for the gridworlds.
+    disabled = make_vector("CartPole-v1", 2, seed=0, autoreset_mode=AutoresetMode.DISABLED)
+    assert disabled.metadata["autoreset_mode"] == AutoresetMode.DISABLED
 
 
 def test_cli_list_and_show():

@@ -68,7 +68,7 @@ def write_dataset(
     """
     import minari
 
-    out_dir = Path(out_dir).expanduser()
+    out_dir = Path(out_dir).expanduser().absolute()
     env_kwargs = dict(env_kwargs or {})
     trajectories = list(trajectories)
     if not trajectories:

@@ -333,4 +333,9 @@ def make_vector(env_id: str, num_envs: int, *, seed: int | None = None, **kwargs
         env = GridworldVectorEnv(info.name, num_envs, **kwargs)
         env.default_seed = seed
         return env
+    # gym.make_vec takes the autoreset mode through the vector env's own kwargs.
+    mode = kwargs.pop("autoreset_mode", None)
+    if mode is not None:
+        kwargs.setdefault("vectorization_mode", "sync")
+        kwargs["vector_kwargs"] = {**kwargs.get("vector_kwargs", {}), "autoreset_mode": mode}
     return _SafetyInfo(gym.make_vec(env_id, num_envs=num_envs, **kwargs), seed)
