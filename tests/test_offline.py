@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 
+import gymnasium as gym
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -162,3 +163,21 @@ def test_bad_input_leaves_no_run_directory(dataset, tmp_path):
     with pytest.raises(Exception, match="NoSuchGame"):
         run(OfflineConfig(env_id="ogm/NoSuchGame-v0", dataset=str(dataset), **TINY), tmp_path / "x")
     assert not (tmp_path / "none").exists() and not (tmp_path / "x").exists()
+
+
+def test_return_range_sets_the_bins_and_is_validated(dataset):
+    from ogm.data import load_trajectories
+    from ogm.train.offline import build_model
+
+    trajectories = load_trajectories(dataset)
+    space = gym.make(ENV).action_space
+    wide = OfflineConfig(env_id=ENV, dataset=str(dataset), **{**TINY, "return_range": (0, 60)})
+    centers = build_model(wide, trajectories, space).return_bin_centers
+    assert centers[0].item() == pytest.approx(0.0) and centers[-1].item() == pytest.approx(60.0)
+    default = OfflineConfig(env_id=ENV, dataset=str(dataset), **TINY)
+    best = max(t.ret for t in trajectories)
+    assert build_model(default, trajectories, space).return_bin_centers[-1].item() == pytest.approx(
+        best
+    )
+    with pytest.raises(ValueError, match="low < high"):
+        OfflineConfig(env_id=ENV, **{**TINY, "return_range": (5, 5)})

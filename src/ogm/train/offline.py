@@ -59,6 +59,9 @@ class OfflineConfig(CommonConfig):
     use_timesteps: bool = False
     max_ep_len: int = Field(1000, gt=0)
     n_bins: int = Field(64, gt=0)  # return bins of the return head
+    # Range of the return bins' centers (unscaled). Default: the data's returns-to-go. Set
+    # it wider for online runs, so the return head can represent returns found online.
+    return_range: tuple[float, float] | None = None
     reward_scale: float = Field(1.0, gt=0.0)
     # optimisation
     updates: int = Field(3000, ge=0)
@@ -79,6 +82,13 @@ class OfflineConfig(CommonConfig):
     @classmethod
     def _known_strategy(cls, value: str) -> str:
         make_strategy(value)
+        return value
+
+    @field_validator("return_range")
+    @classmethod
+    def _increasing(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"return_range must be (low, high) with low < high, got {value}")
         return value
 
 
@@ -125,7 +135,9 @@ def build_model(
         )
     dt_config = DTConfig(
         obs_shape=trajectories[0].states.shape[1:],
-        return_bin_edges=return_bin_edges_for(rtg.min(), rtg.max(), config.n_bins),
+        return_bin_edges=return_bin_edges_for(
+            *(config.return_range or (rtg.min(), rtg.max())), config.n_bins
+        ),
         reward_scale=config.reward_scale,
         context_len=config.context_len,
         max_ep_len=config.max_ep_len,
