@@ -1,5 +1,9 @@
-"""Test-wide settings: one torch thread, so tiny models are not slowed by thread handoffs
-on a 2-core machine, and results do not depend on the machine's core count."""
+"""Test-wide settings.
+
+One torch thread: the tests' models are tiny, for which one thread is as fast as two and
+far faster on a busy 2-core machine; it also keeps float reductions, and so the numbers
+the tests compare, independent of the machine's core count.
+"""
 
 import torch
 

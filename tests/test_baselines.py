@@ -51,15 +51,6 @@ TOMATO = "ogm/TomatoWatering-v0"
 MOVES = {"u": 0, "d": 1, "l": 2, "r": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks run fastest on one thread (and are not slowed by a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def scripted(env_id: str, paths: list[str], **env_kwargs) -> list[Trajectory]:
     """One episode per path (letters u/d/l/r), collected through the baselines' evaluator."""
     config = SB3Config(env_id=env_id, env_kwargs=env_kwargs, num_envs=len(paths))

@@ -52,15 +52,6 @@ def demonstrations(n: int = 1000) -> list[Trajectory]:
     ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is as fast, and far faster when the CPUs are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> DecisionTransformer:
     torch.manual_seed(0)

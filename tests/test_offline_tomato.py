@@ -7,22 +7,12 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 
 from ogm.data.dataset import write_dataset
 from ogm.data.demonstrators import collect
 from ogm.train.offline import OfflineConfig, run
 
 ENV = "ogm/TomatoWatering-v0"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is as fast, and far faster when the CPUs are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

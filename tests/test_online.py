@@ -40,15 +40,6 @@ TINY_OFFLINE = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest, and steadiest under load, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def demos() -> list[Trajectory]:
     return collect(ENV, 12, epsilon=0.05, seed=0)

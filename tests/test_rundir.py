@@ -111,10 +111,10 @@ def test_run_dir_refuses_a_different_config_and_reports_corruption(tmp_path):
     run = RunDir.open(tmp_path / "run")
     path = run.save_checkpoint(5, tensors={"w": torch.ones(3)})
     (path / "tensors.safetensors").write_bytes(b"garbage")
-    with pytest.raises(RunDirError, match="tensors.safetensors is corrupt"):
+    with pytest.raises(RunDirError, match=r"tensors\.safetensors is corrupt"):
         load_checkpoint(tmp_path / "run")
     (path / "state.json").unlink()
-    with pytest.raises(RunDirError, match="state.json is missing"):
+    with pytest.raises(RunDirError, match=r"state\.json is missing"):
         load_checkpoint(path)
     with pytest.raises(RunDirError, match="not a run directory"):
         RunDir.open(tmp_path / "nowhere")

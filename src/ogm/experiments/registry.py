@@ -45,6 +45,7 @@ AGENTS: dict[str, AgentKind] = {
     "sb3": AgentKind("ogm.baselines.sb3", "SB3Config"),
     "bc": AgentKind("ogm.baselines.bc", "BCConfig"),
     "kl_ppo": AgentKind("ogm.baselines.kl_ppo", "KLPPOConfig"),
+    "best_of_n": AgentKind("ogm.baselines.best_of_n", "BestOfNConfig"),
 }
 
 
