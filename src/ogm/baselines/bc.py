@@ -34,6 +34,7 @@ from ogm.baselines.common import (
     event_names_of,
     load_policy_tensors,
     make_env,
+    mean_or_nan,
     policy_tensors,
     primary_event_of,
 )
@@ -135,8 +136,8 @@ def run(config: BCConfig, run_dir: Path) -> None:
                 "round": round,
                 "step": step,
                 "loss": float(np.mean(losses)) if losses else float("nan"),
-                "eval_return_mean": _mean([t.ret for t in evals]),
-                "eval_performance_mean": _mean([t.performance for t in evals]),
+                "eval_return_mean": mean_or_nan([t.ret for t in evals]),
+                "eval_performance_mean": mean_or_nan([t.performance for t in evals]),
                 "seconds": time.perf_counter() - tick,
             }
             run.rounds.append(row)
@@ -177,7 +178,3 @@ def _evaluate(policy: MLPPolicy, config: BCConfig, round: int) -> list[Trajector
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return evaluate(act, config, config.eval_episodes, seed=seed)
-
-
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")

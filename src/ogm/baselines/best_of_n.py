@@ -15,7 +15,6 @@ holds one row with the means of the kept episodes and of all candidates (= best-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +27,7 @@ from ogm.baselines.common import (
     event_names_of,
     first_episodes,
     make_env,
+    mean_or_nan,
     primary_event_of,
 )
 from ogm.baselines.kl_ppo import PolicyAgent, PretrainedPolicyConfig, load_prior, make_agent
@@ -58,10 +58,6 @@ def best_of_n(
     return candidates[best], candidates
 
 
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
-
-
 def run(config: BestOfNConfig, run_dir: Path) -> None:
     """Best-of-n episodes of a pretrained policy in ``run_dir`` (redone if interrupted)."""
     run = RunDir.open_or_create(run_dir, kind="best_of_n", config=config, seed=config.seed)
@@ -88,10 +84,10 @@ def run(config: BestOfNConfig, run_dir: Path) -> None:
                 "round": 0,
                 "n": config.n,
                 "episodes": len(kept),
-                "return_mean": _mean([t.ret for t in kept]),
-                "performance_mean": _mean([t.performance for t in kept]),
-                "candidate_return_mean": _mean([t.ret for t in everything]),
-                "candidate_performance_mean": _mean([t.performance for t in everything]),
+                "return_mean": mean_or_nan([t.ret for t in kept]),
+                "performance_mean": mean_or_nan([t.performance for t in kept]),
+                "candidate_return_mean": mean_or_nan([t.ret for t in everything]),
+                "candidate_performance_mean": mean_or_nan([t.performance for t in everything]),
                 "selection_env_steps": sum(t.length for t in everything),
             }
         )

@@ -38,6 +38,11 @@ from ogm.train.rundir import RunDir, RunDirError, episode_row, load_checkpoint
 # ----------------------------------------------------------------------------- environments
 
 
+def mean_or_nan(values: Sequence[float]) -> float:
+    """The mean, or NaN for no values (a round with no finished episode)."""
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
 def make_env(config: CommonConfig, num_envs: int, seed: int | None) -> gym.vector.VectorEnv:
     """The config's environment as a same-step-autoreset vector env of ``num_envs`` copies."""
     try:

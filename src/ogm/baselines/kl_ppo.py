@@ -55,6 +55,7 @@ from ogm.baselines.common import (
     load_mlp_policy,
     load_policy_tensors,
     make_env,
+    mean_or_nan,
     policy_tensors,
     primary_event_of,
 )
@@ -506,10 +507,6 @@ class KLPPO:
             )
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
-
-
 def run(config: KLPPOConfig, run_dir: Path) -> None:
     """Finetune (or resume finetuning) a pretrained policy with KL-regularised PPO."""
     run = RunDir.open_or_create(run_dir, kind="kl_ppo", config=config, seed=config.seed)
@@ -541,8 +538,8 @@ def run(config: KLPPOConfig, run_dir: Path) -> None:
                 "round": round,
                 "env_steps": steps,
                 "episodes": len(finished),
-                "return_mean": _mean([t.ret for t in finished]),
-                "performance_mean": _mean([t.performance for t in finished]),
+                "return_mean": mean_or_nan([t.ret for t in finished]),
+                "performance_mean": mean_or_nan([t.performance for t in finished]),
                 **stats,
                 "seconds": time.perf_counter() - tick,
             }

@@ -42,6 +42,7 @@ from ogm.baselines.common import (
     evaluate,
     event_names_of,
     make_env,
+    mean_or_nan,
     primary_event_of,
 )
 from ogm.data.trajectory import Trajectory
@@ -265,10 +266,10 @@ class RoundCallback(BaseCallback):
             "round": self.round,
             "env_steps": self.num_timesteps,
             "episodes": len(train),
-            "return_mean": _mean([t.ret for t in train]),
-            "performance_mean": _mean([t.performance for t in train]),
-            "eval_return_mean": _mean([t.ret for t in evals]),
-            "eval_performance_mean": _mean([t.performance for t in evals]),
+            "return_mean": mean_or_nan([t.ret for t in train]),
+            "performance_mean": mean_or_nan([t.performance for t in train]),
+            "eval_return_mean": mean_or_nan([t.ret for t in evals]),
+            "eval_performance_mean": mean_or_nan([t.performance for t in evals]),
             "seconds": time.perf_counter() - self.round_start,
         }
         self.run.rounds.append(row)
@@ -281,10 +282,6 @@ class RoundCallback(BaseCallback):
         self.log.flush()
         save_model(self.run, model, {"round": self.round})
         self.round_start = time.perf_counter()
-
-
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
 
 
 # ----------------------------------------------------------------------------- run
