@@ -114,3 +114,10 @@ def test_make_vector_and_make_vec_give_the_engine():
     assert np.array_equal(first, again)
     vec = gym.make_vec("ogm/SideEffectsSokoban-v0", num_envs=2, level=1)
     assert isinstance(vec, GridworldVectorEnv) and vec.single_observation_space.shape == (5, 10, 10)
+
+
+def test_single_and_vector_env_reject_an_unknown_render_mode():
+    with pytest.raises(ValueError, match="render_mode must be None or one of"):
+        GridworldEnv("boat_race", render_mode="human")
+    with pytest.raises(ValueError, match="render_mode must be None or one of"):
+        GridworldVectorEnv("boat_race", 2, render_mode="human")

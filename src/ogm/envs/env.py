@@ -85,8 +85,11 @@ def render_rgb(
 
 
 def _make_engine(
-    game: str, num_envs: int, level, art, max_steps, game_kwargs
+    game: str, num_envs: int, level, art, max_steps, render_mode, game_kwargs
 ) -> tuple[GameInfo, Engine]:
+    """The game's metadata and an engine of ``num_envs`` copies, after checking the options."""
+    if render_mode not in (None, *RENDER_MODES):
+        raise ValueError(f"render_mode must be None or one of {RENDER_MODES}, got {render_mode!r}")
     info = game_info(game)
     return info, info.engine(num_envs, level=level, art=art, max_steps=max_steps, **game_kwargs)
 
@@ -114,11 +117,9 @@ class GridworldEnv(gym.Env):
         max_steps: int = 100,
         **game_kwargs: Any,
     ) -> None:
-        if render_mode not in (None, *RENDER_MODES):
-            raise ValueError(
-                f"render_mode must be None or one of {RENDER_MODES}, got {render_mode!r}"
-            )
-        self.info, self.engine = _make_engine(game, 1, level, art, max_steps, game_kwargs)
+        self.info, self.engine = _make_engine(
+            game, 1, level, art, max_steps, render_mode, game_kwargs
+        )
         eng = self.engine
         self.render_mode = render_mode
         self.observation_space = spaces.Box(0, 1, (len(eng.channel_codes), eng.H, eng.W), np.uint8)
@@ -188,11 +189,9 @@ class GridworldVectorEnv(VectorEnv):
         max_steps: int = 100,
         **game_kwargs: Any,
     ) -> None:
-        if render_mode not in (None, *RENDER_MODES):
-            raise ValueError(
-                f"render_mode must be None or one of {RENDER_MODES}, got {render_mode!r}"
-            )
-        self.info, self.engine = _make_engine(game, num_envs, level, art, max_steps, game_kwargs)
+        self.info, self.engine = _make_engine(
+            game, num_envs, level, art, max_steps, render_mode, game_kwargs
+        )
         eng = self.engine
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {"render_modes": RENDER_MODES, "autoreset_mode": self.autoreset_mode}
