@@ -30,7 +30,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from ogm.agents import DTActor, make_strategy, rollout
+from ogm.agents import ConditionedDT, make_strategy, rollout
 from ogm.data.trajectory import Trajectory
 from ogm.models import DecisionTransformer, DTConfig, return_bin_edges_for
 from ogm.train.offline import make_optimizer, update
@@ -154,10 +154,10 @@ def bench_training(model, pool, batch: int, updates: int, device) -> tuple[float
 
 def bench_rollout(model, make_env, n_envs: int, episodes: int, device) -> float:
     env = make_env(n_envs)
-    actor = DTActor(model, n_envs, device=device)
-    rollout(actor, env, make_strategy("fixed:50"), n_envs, seed=0, deterministic=False)  # warm-up
+    agent = ConditionedDT(model, make_strategy("fixed:50"))
+    rollout(agent, env, n_envs, seed=0, deterministic=False)  # warm-up
     t = time.perf_counter()
-    results = rollout(actor, env, make_strategy("fixed:50"), episodes, seed=1, deterministic=False)
+    results = rollout(agent, env, episodes, seed=1, deterministic=False)
     steps = sum(r.trajectory.length for r in results)
     env.close()
     return steps / (time.perf_counter() - t)

@@ -70,7 +70,6 @@ def main() -> None:
             "batch_size": 32,
             "learning_rate": 1e-4,
             "strategy": "percentile:95",
-            "eval_every": 10,
             "checkpoint_every": 10,
         },
     )
@@ -84,16 +83,17 @@ def main() -> None:
         episodes = list(csv.DictReader(handle))
     evals: dict[int, list[dict[str, str]]] = defaultdict(list)
     for row in episodes:
-        if row["phase"] == "eval":
+        if row["phase"] == "eval" and row["mode"] == "greedy":
             evals[int(row["round"])].append(row)
-    online = [r for r in episodes if r["phase"] == "online"]
+    online = [r for r in episodes if r["phase"] == "train"]
     first, last = min(evals), max(evals)
+    print("greedy evaluation episodes (the same held-out starts at every point):")
     print(f"eval after offline training (round {first}):  {summarise(evals[first])}")
     for r in sorted(evals)[1:]:
         print(f"eval after online round {r:3d}:               {summarise(evals[r])}")
     tenth = max(1, len(online) // 10)
-    print(f"online episodes, first tenth: {summarise(online[:tenth])}")
-    print(f"online episodes, last tenth:  {summarise(online[-tenth:])}")
+    print(f"training episodes (sampled), first tenth: {summarise(online[:tenth])}")
+    print(f"training episodes (sampled), last tenth:  {summarise(online[-tenth:])}")
     before = np.mean([float(r["return"]) for r in evals[first]])
     after = np.mean([float(r["return"]) for r in evals[last]])
     print(f"observed return after online / after offline: {after:.2f} / {before:.2f}")

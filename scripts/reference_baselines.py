@@ -11,8 +11,8 @@ observed reward (A2C, Rainbow)
 This script trains PPO (Stable-Baselines3, through ``ogm.baselines.sb3``) on both games
 for several seeds and prints, per run and as mean +- std over seeds, the return,
 performance and primary-event share of the last 20% of training episodes (and their
-commonest outcome), of stochastic evaluation episodes after training, and of the final
-policy's greedy actions. Runs land under ``--out`` (one run directory each), so
+commonest outcome) and of the final evaluation point (20 held-out episodes, greedy and
+sampled; ``ogm.train.evaluation``). Runs land under ``--out`` (one run directory each), so
 ``ogm report`` can compare them with the OGM agent.
 
     .venv/bin/python scripts/reference_baselines.py --out runs/reference_baselines
@@ -33,11 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ogm.baselines.common import evaluate, make_env
-from ogm.baselines.sb3 import SB3Config, SB3VecEnv, build_model, load_model, run
-from ogm.data.trajectory import Trajectory
+from ogm.baselines.sb3 import SB3Config, run
 from ogm.envs import GAMES
-from ogm.train.rundir import load_checkpoint
+from ogm.train.evaluation import MODES
 
 CASES = {
     "tomato_watering": {"env_id": "ogm/TomatoWatering-v0", "timesteps": 200_000},
@@ -45,31 +43,18 @@ CASES = {
 }
 
 
-def greedy_evaluation(config: SB3Config, run_dir: Path, episodes: int) -> list[Trajectory]:
-    """Episodes of the final policy's mode (greedy actions), from the last checkpoint."""
-    venv = SB3VecEnv(make_env(config, config.num_envs, seed=config.seed))
-    model = build_model(config, venv)
-    load_model(model, load_checkpoint(run_dir))
-    return evaluate(
-        lambda obs: model.predict(obs, deterministic=True)[0], config, episodes, seed=10**6
-    )
-
-
-def summarize(run_dir: Path, event: str, greedy: list[Trajectory]) -> dict[str, float]:
-    """Return / performance / event share of the last 20% of training episodes, of the
-    final (stochastic) evaluation and of the greedy policy; the commonest training outcome."""
+def summarize(run_dir: Path, event: str) -> dict[str, float]:
+    """Return / performance / event share of the last 20% of training episodes and of the
+    final evaluation point in each mode; the commonest training outcome."""
     with (run_dir / "episodes.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    online = [r for r in rows if r["phase"] == "online"]
-    tail = online[-max(1, len(online) // 5) :]
+    train = [r for r in rows if r["phase"] == "train"]
+    tail = train[-max(1, len(train) // 5) :]
     last_round = max(int(r["round"]) for r in rows if r["phase"] == "eval")
-    evals = [r for r in rows if r["phase"] == "eval" and int(r["round"]) == last_round]
-    greedy_rows = [
-        {"return": t.ret, "performance": t.performance, f"ev_{event}_share": t.events[event].mean()}
-        for t in greedy
-    ]
+    final = [r for r in rows if r["phase"] == "eval" and int(r["round"]) == last_round]
     out: dict[str, float] = {}
-    for name, part in (("train", tail), ("eval", evals), ("greedy", greedy_rows)):
+    parts = [("train", tail)] + [(m, [r for r in final if r["mode"] == m]) for m in MODES]
+    for name, part in parts:
         out[f"{name}_return"] = float(np.mean([float(r["return"]) for r in part]))
         out[f"{name}_performance"] = float(np.mean([float(r["performance"]) for r in part]))
         out[f"{name}_event_share"] = float(np.mean([float(r[f"ev_{event}_share"]) for r in part]))
@@ -102,19 +87,18 @@ def main() -> None:
                 total_timesteps=int(case["timesteps"] * args.scale),
                 eval_every=int(case["timesteps"] * args.scale) // 4,
                 eval_episodes=20,
-                eval_deterministic=False,
             )
             run_dir = args.out / f"{game}-ppo-seed{seed}"
             start = time.perf_counter()
             run(config, run_dir)
-            summary = summarize(run_dir, event, greedy_evaluation(config, run_dir, 20))
+            summary = summarize(run_dir, event)
             summary["seconds"] = time.perf_counter() - start
             results.setdefault(game, []).append(summary)
             print(
                 f"{game:22s} seed {seed}: train return {summary['train_return']:6.1f} "
                 f"perf {summary['train_performance']:6.1f} {event} {summary['train_event_share']:.2f} | "
-                f"eval return {summary['eval_return']:6.1f} perf {summary['eval_performance']:6.1f} | "
-                f"greedy {summary['greedy_return']:6.1f} / {summary['greedy_performance']:6.1f} | "
+                f"eval greedy {summary['greedy_return']:6.1f} / {summary['greedy_performance']:6.1f} | "
+                f"eval sampled {summary['sampled_return']:6.1f} / {summary['sampled_performance']:6.1f} | "
                 f"commonest training outcome {summary['mode_return']} / {summary['mode_performance']} "
                 f"({summary['mode_share']:.0%}) | {summary['seconds']:.0f} s",
                 flush=True,
@@ -126,10 +110,10 @@ def main() -> None:
         for key in (
             "train_return",
             "train_performance",
-            "eval_return",
-            "eval_performance",
             "greedy_return",
             "greedy_performance",
+            "sampled_return",
+            "sampled_performance",
         ):
             values = np.array([r[key] for r in runs])
             line.append(f"{key} {values.mean():6.1f} +- {values.std():4.1f}")

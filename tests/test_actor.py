@@ -9,7 +9,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from ogm.agents import DTActor, make_strategy, rollout
+from ogm.agents import ConditionedDT, DTActor, make_strategy, rollout
 from ogm.models import DecisionTransformer, DTConfig, return_bin_edges_for
 
 
@@ -35,6 +35,10 @@ class WalkEnv(gym.Env):
         reward = float(action) - 1 + float(self.np_random.normal(0, 0.1))
         info = {"hidden_reward": -reward, "events": {"right": action == 2}}
         return self._obs(), reward, self.t >= self.length, False, info
+
+
+def conditioned(model: DecisionTransformer, spec: str) -> ConditionedDT:
+    return ConditionedDT(model, make_strategy(spec))
 
 
 def make_env(n: int, mode=AutoresetMode.DISABLED) -> SyncVectorEnv:
@@ -64,9 +68,7 @@ def test_rolling_context_equals_a_full_re_encode(model):
     """Every action taken equals the mode of the model re-run from scratch on the last K
     steps of that episode, with the return-to-go decreased by the rewards received."""
     K = model.config.context_len
-    results = rollout(
-        DTActor(model, 4), make_env(4), make_strategy("prior"), 30, seed=0, deterministic=True
-    )
+    results = rollout(conditioned(model, "prior"), make_env(4), 30, seed=0, deterministic=True)
     assert len(results) == 30 and max(r.trajectory.length for r in results) > 2 * K  # wraps
     for r in results:
         traj = r.trajectory
@@ -84,9 +86,7 @@ def test_rolling_context_equals_a_full_re_encode(model):
 
 def test_rollout_replays_exactly_in_a_fresh_env(model):
     """The first episode of copy i is the env's own episode for seed + i and those actions."""
-    results = rollout(
-        DTActor(model, 3), make_env(3), make_strategy("fixed:2.0"), 7, seed=10, deterministic=False
-    )
+    results = rollout(conditioned(model, "fixed:2.0"), make_env(3), 7, seed=10, deterministic=False)
     for i, r in enumerate(results[:3]):
         env, traj = WalkEnv(), r.trajectory
         obs, _ = env.reset(seed=10 + i)
@@ -104,9 +104,8 @@ def test_rollout_replays_exactly_in_a_fresh_env(model):
 def test_same_seed_same_actions(model):
     def actions(seed):
         results = rollout(
-            DTActor(model, 4),
+            conditioned(model, "exp_tilted:1"),
             make_env(4),
-            make_strategy("exp_tilted:1"),
             12,
             seed=seed,
             deterministic=False,
@@ -118,31 +117,33 @@ def test_same_seed_same_actions(model):
 
 
 def test_more_copies_than_episodes_and_checks(model):
-    results = rollout(
-        DTActor(model, 5), make_env(5), make_strategy("prior"), 2, seed=0, deterministic=True
-    )
+    results = rollout(conditioned(model, "prior"), make_env(5), 2, seed=0, deterministic=True)
     assert len(results) == 2
     with pytest.raises(ValueError, match=r"autoreset_mode=AutoresetMode\.DISABLED"):
         rollout(
-            DTActor(model, 2),
+            conditioned(model, "prior"),
             make_env(2, AutoresetMode.NEXT_STEP),
-            make_strategy("prior"),
             1,
             seed=0,
             deterministic=True,
         )
-    with pytest.raises(ValueError, match="actor has 3 copies"):
-        rollout(
-            DTActor(model, 3), make_env(2), make_strategy("prior"), 1, seed=0, deterministic=True
-        )
 
 
 def test_buffers_are_not_reallocated(model):
+    """Past 2K steps the rolling context wraps in place: no tensor is reallocated."""
     actor = DTActor(model, 2)
     pointers = [
         t.data_ptr() for t in (actor.observations, actor.actions, actor.returns_to_go, actor.mask)
     ]
-    rollout(actor, make_env(2), make_strategy("prior"), 6, seed=0, deterministic=True)
+    env = make_env(2)
+    obs, _ = env.reset(seed=0)
+    for _ in range(3 * actor.K):
+        actor.begin_step(obs)
+        obs = env.step(actor.act(deterministic=True))[0]
+        actor.record_rewards(np.zeros(2))
+        if actor.steps.max() >= 5:  # keep the walk episodes alive: restart both copies
+            actor.reset(np.ones(2, bool))
+            obs, _ = env.reset(seed=0)
     assert pointers == [
         t.data_ptr() for t in (actor.observations, actor.actions, actor.returns_to_go, actor.mask)
     ]

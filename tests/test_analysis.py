@@ -1,4 +1,5 @@
-"""Emergence metrics on hand-made event sequences, and statistics across seeds."""
+"""Emergence metrics on hand-made training episodes, statistics across seeds, and how a
+quantity across seeds is written into the report's cells."""
 
 from __future__ import annotations
 
@@ -9,108 +10,105 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ogm.analysis.emergence import emergence, return_performance_path, trailing_mean
+from ogm.analysis.emergence import Emergence, emergence, trailing_mean
+from ogm.analysis.findings import describe_time, describe_values
 from ogm.analysis.plots import curve_across_seeds
-from ogm.analysis.stats import iqm, iqm_ci, stratified_bootstrap_iqm
+from ogm.analysis.stats import iqm, iqm_ci, kaplan_meier, stratified_bootstrap_iqm
 
-L = 10  # steps per hand-made episode
+L = 100  # steps per hand-made episode
 
 
-def metrics(counts, **kwargs):
+def metrics(counts, *, lengths=None, budget=None, window=20) -> Emergence:
+    """Emergence of training episodes with these event counts; env_steps at episode ends."""
     counts = np.asarray(counts, dtype=float)
-    n = len(counts)
-    returns = kwargs.pop("returns", np.arange(n, dtype=float))
-    performances = kwargs.pop("performances", -np.arange(n, dtype=float))
-    return emergence(counts, np.full(n, L), returns, performances, **kwargs)
+    lengths = np.full(len(counts), L) if lengths is None else np.asarray(lengths)
+    steps = np.cumsum(lengths)
+    return emergence(
+        steps, counts, lengths, budget=steps[-1] if budget is None else budget, window=window
+    )
 
 
-def test_never_occurring_behaviour_is_censored_at_the_budget():
-    m = metrics(np.zeros(30))
-    assert (m.onset, m.t10, m.t50, m.t90, m.decisiveness) == (30, 30, 30, 30, 30)
-    assert m.onset_censored and m.t10_censored and m.t50_censored and m.t90_censored
-    assert m.decisiveness_censored
-    assert math.isnan(m.commitment)
-    assert m.episodes_with_behaviour == 0 and m.final_share == 0.0
+def test_one_early_event_is_an_onset_not_a_crossing():
+    # The review's case: one event in episode 2 of 320. The old code's window held 2
+    # episodes there, so it reported t10 = t50 = 2; only full windows may cross.
+    counts = np.zeros(320)
+    counts[1] = 5
+    m = metrics(counts)
+    assert m.onset == 200.0  # env steps at the end of episode 2
+    assert (m.t10, m.t50, m.t90, m.decisiveness) == (None, None, None, None)
+    assert m.showed and m.episodes_with_behaviour == 1
 
 
-def test_sudden_full_episode_switch():
-    # 20 safe episodes, then the bucket on the head for every step of 20 episodes.
-    m = metrics([0] * 20 + [L] * 20, window=10)
-    assert (m.onset, m.t10, m.t50, m.t90) == (21, 21, 25, 29)
-    assert not (m.onset_censored or m.t10_censored or m.t50_censored or m.t90_censored)
-    assert m.decisiveness == 8 and not m.decisiveness_censored
-    assert m.commitment == 1.0
-    assert m.episodes_with_behaviour == 20
-    assert m.final_share == 1.0  # last 10% = 4 episodes
-    assert m.final_return == np.mean([36, 37, 38, 39])
-    assert m.final_performance == -np.mean([36, 37, 38, 39])
+def test_times_are_env_steps_of_training_episodes():
+    # 30 safe episodes of 50 steps, then 40 of 100 steps with the event on every step.
+    lengths = [50] * 30 + [100] * 40
+    m = metrics([0] * 30 + [100] * 40, lengths=lengths, window=10)
+    steps = np.cumsum(lengths)  # episode i (1-based) ends at steps[i - 1]
+    # onset: episode 31; t10: 1 of the last 10 (episode 31); t50: 5 (35); t90: 9 (39).
+    assert (m.onset, m.t10, m.t50, m.t90) == (steps[30], steps[30], steps[34], steps[38])
+    assert m.t10 == 1600.0 and m.t90 == 2400.0
+    assert m.decisiveness == 800.0
+    assert m.commitment == 1.0 and m.budget == steps[-1]
 
 
-def test_indecisive_partial_behaviour_never_reaches_90_percent():
-    # Every other episode, half of its steps: the share plateaus at 50%.
-    counts = [0, 5] * 25
-    m = metrics(counts, window=10)
-    assert m.onset == 2
-    assert m.t10 == 2  # 1 of the first 2 episodes
-    assert not m.t50_censored
-    assert m.t90_censored and m.t90 == 50
-    assert m.decisiveness_censored and m.decisiveness == 50 - m.t10
-    assert m.commitment == 0.5
-    assert m.final_share == 0.6  # the last 10% (5 episodes) hold counts 5, 0, 5, 0, 5
+def test_not_reached_is_none_and_censored_at_the_budget():
+    m = metrics(np.zeros(30), budget=5000.0)
+    assert (m.onset, m.t10, m.t50, m.t90, m.decisiveness) == (None,) * 5
+    assert not m.showed and math.isnan(m.commitment)
+    assert m.survival("t50") == (5000.0, False)
+    assert m.survival("decisiveness") is None  # never started: not at risk
+    # t10 reached, t90 not: decisiveness is censored at budget - t10.
+    half = metrics([0, 50] * 25, window=10)  # every other episode: the share plateaus at 50%
+    assert half.t10 is not None and half.t90 is None
+    assert half.survival("decisiveness") == (half.budget - half.t10, False)
+    assert half.commitment == 0.5
 
 
 def test_commitment_averages_within_showing_episodes_only():
-    m = metrics([0, 2, 0, 0, 6, 0, 10, 0])
+    m = metrics([0, 20, 0, 0, 60, 0, 100, 0])
     assert m.commitment == pytest.approx((0.2 + 0.6 + 1.0) / 3)
     assert m.episodes_with_behaviour == 3
 
 
-def test_window_at_start_counts_only_episodes_so_far():
-    m = metrics([L] + [0] * 19, window=10)
-    assert (m.onset, m.t10, m.t50, m.t90, m.decisiveness) == (1, 1, 1, 1, 0)
-
-
-def test_explicit_final_window():
-    m = metrics([0] * 10, final_window=3, returns=np.arange(10.0))
-    assert m.final_return == 8.0
-
-
 @pytest.mark.parametrize(
-    ("counts", "lengths", "match"),
+    ("steps", "counts", "lengths", "budget", "match"),
     [
-        ([11], [10], r"event counts must lie in \[0, episode length\]"),
-        ([1, 2], [10], "lengths has shape"),
-        ([], [], "at least one episode"),
-        ([1], [0], "positive length"),
+        ([10], [11], [10], 10, r"event counts must lie in \[0, episode length\]"),
+        ([10], [1, 2], [10, 10], 10, "env_steps has shape"),
+        ([], [], [], 0, "at least one training episode"),
+        ([10], [1], [0], 10, "positive length"),
+        ([20, 10], [0, 0], [10, 10], 20, "must not decrease"),
+        ([10, 20], [0, 0], [10, 10], 15, "below the last episode's env_steps"),
     ],
 )
-def test_bad_input_is_named(counts, lengths, match):
-    n = len(counts)
+def test_bad_input_is_named(steps, counts, lengths, budget, match):
     with pytest.raises(ValueError, match=match):
-        emergence(np.array(counts), np.array(lengths), np.zeros(n), np.zeros(n))
+        emergence(np.array(steps), np.array(counts), np.array(lengths), budget=budget)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, L), min_size=1, max_size=80), st.integers(1, 15))
-def test_times_are_ordered_and_censoring_is_consistent(counts, window):
-    m = metrics(counts, window=window)
-    n = len(counts)
-    assert 1 <= m.onset <= m.t10 <= m.t50 <= m.t90 <= n
-    share = trailing_mean(np.array(counts) > 0, window)
+@given(
+    st.lists(st.tuples(st.integers(0, 10), st.integers(10, 30)), min_size=1, max_size=80),
+    st.integers(1, 15),
+)
+def test_times_are_ordered_logged_env_steps_reached_only_on_full_windows(episodes, window):
+    counts, lengths = (np.array(c) for c in zip(*episodes, strict=True))
+    m = metrics(counts, lengths=lengths, window=window)
+    steps = np.cumsum(lengths)
+    shows = counts > 0
+    assert m.showed == bool(shows.any())
+    times = [t for t in (m.onset, m.t10, m.t50, m.t90) if t is not None]
+    assert times == sorted(times) and set(times) <= set(steps.tolist())
     for key, level in (("t10", 0.1), ("t50", 0.5), ("t90", 0.9)):
-        reached = bool((share >= level - 1e-12).any())
-        assert getattr(m, f"{key}_censored") == (not reached)
-    assert m.onset_censored == (max(counts) == 0)
-    assert m.decisiveness >= 0
-    if not m.t90_censored:
-        assert m.decisiveness == m.t90 - m.t10
+        full = [shows[i - window + 1 : i + 1].mean() for i in range(window - 1, len(shows))]
+        hits = [i + window - 1 for i, s in enumerate(full) if s >= level - 1e-12]
+        assert getattr(m, key) == (steps[hits[0]] if hits else None)
     if m.episodes_with_behaviour:
         assert 0 < m.commitment <= 1
 
 
-def test_return_performance_path_is_chunk_means_in_order():
-    path = return_performance_path(np.arange(10.0), np.arange(10.0) * -2, points=5)
-    np.testing.assert_allclose(path, [[0.5, -1], [2.5, -5], [4.5, -9], [6.5, -13], [8.5, -17]])
+def test_trailing_mean_is_nan_until_the_window_is_full():
+    np.testing.assert_allclose(trailing_mean([1, 0, 1, 1], 2), [np.nan, 0.5, 0.5, 1.0])
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -150,12 +148,86 @@ def test_interval_covers_the_true_iqm_about_95_percent():
     assert 0.85 <= covered / trials <= 0.99
 
 
+def test_kaplan_meier_reference_values():
+    # Runs reached it at 1, 3 and 4; two were censored (budgets 2 and 5).
+    km = kaplan_meier([1, 2, 3, 4, 5], [True, False, True, True, False])
+    np.testing.assert_allclose(km.times, [1, 3, 4])
+    # S = 4/5, then x 2/3 (3 at risk at t=3), then x 1/2 (2 at risk at t=4).
+    np.testing.assert_allclose(km.share, [1 / 5, 1 - 4 / 5 * 2 / 3, 1 - 4 / 5 * 2 / 3 / 2])
+    np.testing.assert_allclose(km.censored, [2, 5])
+    assert km.median() == 4.0
+    np.testing.assert_allclose(km.at([0, 1, 2.5, 10]), [0, 0.2, 0.2, km.share[-1]])
+
+
+def test_kaplan_meier_without_censoring_is_the_empirical_share():
+    km = kaplan_meier([3, 1, 2, 2], [True] * 4)
+    np.testing.assert_allclose(km.times, [1, 2, 3])
+    np.testing.assert_allclose(km.share, [0.25, 0.75, 1.0])
+    assert km.median() == 2.0
+    assert kaplan_meier([9, 9], [False, False]).median() is None
+
+
 def test_curve_across_seeds_on_common_span():
     x1, y1 = np.array([10, 20, 30, 40]), np.array([1.0, 2.0, 3.0, 4.0])
     x2, y2 = np.array([15, 25, 35]), np.array([1.0, 2.0, 3.0])
-    curve = curve_across_seeds([(x1, y1), (x2, y2)], points=5)
-    np.testing.assert_allclose(curve.x, np.linspace(15, 35, 5))
-    # at x=15: run1 -> 1 (episode at 10), run2 -> 1; at x=35: run1 -> 3, run2 -> 3
-    assert curve.value[0] == 1.0 and curve.value[-1] == 3.0
-    assert (curve.low <= curve.value).all() and (curve.value <= curve.high).all()
+    curve = curve_across_seeds([(x1, y1), (x2, y2)])
+    np.testing.assert_allclose(curve.x, [15, 20, 25, 30, 35])  # the runs' own steps in span
+    np.testing.assert_allclose(curve.value, [1.0, 1.5, 2.0, 2.5, 3.0])
+    # Two seeds: the band is the range over seeds, not a bootstrap "CI".
+    assert not curve.ci
+    np.testing.assert_allclose(curve.low, [1, 1, 2, 2, 3])
+    np.testing.assert_allclose(curve.high, [1, 2, 2, 3, 3])
     assert curve_across_seeds([(np.array([1, 2]), y1[:2]), (np.array([5, 6]), y1[:2])]) is None
+    many = curve_across_seeds([(np.arange(500.0), np.full(500, s)) for s in range(5)])
+    assert many.ci and len(many.x) == 100
+    assert (many.low <= many.value).all() and (many.value <= many.high).all()
+
+
+# ----------------------------------------------------------------------------- cell texts
+
+
+def at(onset: float | None, budget: float = 64_000.0) -> Emergence:
+    """A run's emergence with every time at ``onset`` (None: not reached by the budget)."""
+    return Emergence(
+        episodes=640,
+        budget=budget,
+        window=20,
+        onset=onset,
+        t10=onset,
+        t50=onset,
+        t90=onset,
+        commitment=1.0 if onset is not None else float("nan"),
+        episodes_with_behaviour=int(onset is not None),
+    )
+
+
+def test_fewer_than_five_seeds_show_per_seed_times_never_an_interval():
+    text = describe_time([at(12_800), at(14_400), at(None)], "t50")
+    assert text == "12,800 · 14,400 · not by 64,000"
+
+
+def test_every_run_reached_gives_the_iqm_with_its_interval():
+    text = describe_time([at(t) for t in (1000, 1200, 1400, 1600, 1800)], "t50")
+    value, interval = text.split(" [")
+    assert value == "1,400"  # the IQM of five: the mean of the middle three
+    low, high = (float(v.replace(",", "")) for v in interval.rstrip("]").split(", "))
+    assert 1000 <= low <= 1400 <= high <= 1800
+
+
+def test_censored_times_are_counted_never_averaged():
+    # 3 of 5 reached: an average with the budget as a value (the old code) would say ~38,000.
+    runs = [at(1000), at(2000), at(3000), at(None), at(None)]
+    assert describe_time(runs, "t50") == "3/5 by 64,000; KM median 3,000"
+    # Fewer than half reached: no median.
+    assert describe_time([at(1000), *[at(None)] * 4], "t90") == "1/5 by 64,000"
+    # Different budgets: their span; a run censored early counts only while it is at risk,
+    # so half of the runs are estimated to reach it by 2,000 though 2 of 5 were seen to.
+    runs = [at(1000, 9e3), at(None, 1500.0), at(None, 1500.0), at(2000, 9e3), at(None, 9e3)]
+    assert describe_time(runs, "onset") == "2/5 by 1,500–9,000; KM median 2,000"
+
+
+def test_describe_values_per_seed_below_five_runs():
+    assert describe_values([1.0, 2.0, float("nan")]) == "1.00 · 2.00 · –"
+    text = describe_values([3.0] * 4 + [float("nan")] * 2)
+    assert text == "3.00 [3.00, 3.00] (4/6 runs)"
+    assert describe_values([]) == "n/a"

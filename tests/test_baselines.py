@@ -24,7 +24,6 @@ from ogm.baselines.best_of_n import run as run_best_of_n
 from ogm.baselines.common import (
     EpisodeCollector,
     MLPPolicy,
-    evaluate,
     event_names_of,
     load_mlp_policy,
     make_env,
@@ -44,6 +43,7 @@ from ogm.baselines.sb3 import run as run_sb3
 from ogm.data.dataset import write_dataset
 from ogm.data.trajectory import Trajectory
 from ogm.models.decision_transformer import CategoricalPolicy
+from ogm.train.evaluation import StatelessAgent, first_episodes
 from ogm.train.rundir import RunDir, RunDirError, episode_columns
 
 SOKOBAN = "ogm/SideEffectsSokoban-v0"
@@ -56,12 +56,13 @@ def scripted(env_id: str, paths: list[str], **env_kwargs) -> list[Trajectory]:
     config = SB3Config(env_id=env_id, env_kwargs=env_kwargs, num_envs=len(paths))
     step = [0]
 
-    def act(obs: np.ndarray) -> np.ndarray:
+    def act(obs: np.ndarray, deterministic: bool) -> np.ndarray:
         t = step[0]
         step[0] += 1
         return np.array([MOVES[p[t]] if t < len(p) else 0 for p in paths])
 
-    return evaluate(act, config, len(paths), seed=0)
+    results = first_episodes(StatelessAgent(act), config, range(len(paths)), deterministic=True)
+    return [r.trajectory for r in results]
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +303,11 @@ def test_filtered_bc_clones_only_the_top_demonstrations(sokoban_demos, tmp_path)
     """Top 30% of the data is the 3 short-path episodes: filtered BC walks it (45 / 35);
     plain BC follows the majority's safe path (43 / 43)."""
     common = dict(
-        env_id=SOKOBAN, dataset=str(sokoban_demos), updates=300, eval_every=300, eval_episodes=2
+        env_id=SOKOBAN,
+        dataset=str(sokoban_demos),
+        updates=300,
+        eval_every_updates=300,
+        eval_episodes=2,
     )
     results = {}
     for fraction in (0.3, 1.0):
@@ -317,7 +322,11 @@ def test_filtered_bc_clones_only_the_top_demonstrations(sokoban_demos, tmp_path)
 
 def test_bc_resume_gives_the_same_numbers(sokoban_demos, tmp_path):
     config = BCConfig(
-        env_id=SOKOBAN, dataset=str(sokoban_demos), updates=40, eval_every=20, eval_episodes=2
+        env_id=SOKOBAN,
+        dataset=str(sokoban_demos),
+        updates=40,
+        eval_every_updates=20,
+        eval_episodes=2,
     )
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run_bc(config, whole)
@@ -368,19 +377,24 @@ def test_sb3_checkpoint_round_trip_keeps_replay_and_optimiser(tmp_path):
 
 
 def _check_rows(rows, columns, event_names):
-    """Rows are complete, numbered per phase, and their event shares match their counts."""
+    """Rows are complete, numbered per phase and mode, and their event shares match their
+    counts; every evaluation point holds as many greedy as sampled episodes."""
     assert list(rows[0]) == columns
-    for phase in {r["phase"] for r in rows}:
-        numbers = [int(r["episode"]) for r in rows if r["phase"] == phase]
+    for key in {(r["phase"], r["mode"]) for r in rows}:
+        numbers = [int(r["episode"]) for r in rows if (r["phase"], r["mode"]) == key]
         assert numbers == list(range(len(numbers)))
+    for point in {r["round"] for r in rows if r["phase"] == "eval"}:
+        modes = [r["mode"] for r in rows if r["phase"] == "eval" and r["round"] == point]
+        assert modes.count("greedy") == modes.count("sampled") > 0
     for r in rows:
-        assert r["phase"] in ("online", "eval")
+        assert r["phase"] in ("train", "eval")
+        assert r["mode"] == "sampled" or r["phase"] == "eval"
         length = int(r["length"])
         assert length >= 1
         for name in event_names:
             assert float(r[f"ev_{name}_share"]) == pytest.approx(int(r[f"ev_{name}"]) / length)
-    online = [int(r["env_steps"]) for r in rows if r["phase"] == "online"]
-    assert online == sorted(online)
+    train = [int(r["env_steps"]) for r in rows if r["phase"] == "train"]
+    assert train == sorted(train)
 
 
 def _check_sokoban_row(r):
@@ -420,12 +434,12 @@ def test_sb3_writes_the_common_metrics(algo, tmp_path):
         _check_tomato_row(r)
     record = RunDir.open(tmp_path).record
     steps = record["env_steps"]
-    online = [r for r in rows if r["phase"] == "online"]
+    online = [r for r in rows if r["phase"] == "train"]
     # every tomato episode lasts 100 steps, so exactly this many finished in every copy
     assert len(online) == 4 * (steps // 4 // 100)
     rounds = list(csv.DictReader((tmp_path / "rounds.csv").open()))
     assert len(rounds) == 2
-    assert sum(r["phase"] == "eval" for r in rows) == 3 * len(rounds)
+    assert sum(r["phase"] == "eval" for r in rows) == 2 * 3 * len(rounds)
     assert sum(int(r["episodes"]) for r in rounds) == len(online)
     assert record["status"] == "done"
 
@@ -475,9 +489,9 @@ def test_kl_ppo_writes_the_common_metrics(policy, sokoban_demos, tmp_path):
         _check_sokoban_row(r)
     rounds = list(csv.DictReader((tmp_path / "rounds.csv").open()))
     assert [int(r["env_steps"]) for r in rounds] == [128, 256]
-    online = [r for r in rows if r["phase"] == "online"]
+    online = [r for r in rows if r["phase"] == "train"]
     assert sum(int(r["episodes"]) for r in rounds) == len(online)
-    assert sum(r["phase"] == "eval" for r in rows) == 2 * 2
+    assert sum(r["phase"] == "eval" for r in rows) == 2 * 2 * 2
     targets = {r["target_return"] for r in online}
     assert (targets == {"nan"}) == (policy == "mlp")  # the DT records what it was asked for
     assert RunDir.open(tmp_path / "prior").status == "done"
@@ -594,6 +608,7 @@ def test_best_of_n_keeps_the_best_of_candidates_from_one_start():
     gains = []
     for seed in range(4):
         best, candidates = best_of_n(agent, config, seed=seed)
+        best, candidates = best.trajectory, [r.trajectory for r in candidates]
         assert len(candidates) == 6
         assert best.ret == max(t.ret for t in candidates)
         assert all(np.array_equal(t.observations[0], best.observations[0]) for t in candidates)
@@ -614,11 +629,13 @@ def test_best_of_n_run_writes_the_common_metrics(sokoban_demos, tmp_path):
     run_best_of_n(config, tmp_path)
     rows = read_rows(tmp_path)
     _check_rows(rows, episode_columns(["box_irreversible"]), ["box_irreversible"])
-    assert [r["phase"] for r in rows] == ["eval"] * 3
+    assert [(r["phase"], r["mode"]) for r in rows] == [("eval", "greedy")] * 3 + [
+        ("eval", "sampled")
+    ] * 3
     for r in rows:
         _check_sokoban_row(r)
     (summary,) = list(csv.DictReader((tmp_path / "rounds.csv").open()))
-    assert float(summary["return_mean"]) >= float(summary["candidate_return_mean"])
-    assert float(summary["return_mean"]) == pytest.approx(
-        np.mean([float(r["return"]) for r in rows])
+    assert float(summary["eval_return_sampled"]) >= float(summary["candidate_return_mean"])
+    assert float(summary["eval_return_sampled"]) == pytest.approx(
+        np.mean([float(r["return"]) for r in rows if r["mode"] == "sampled"])
     )

@@ -234,3 +234,22 @@ def test_gridworld_round_trip(tmp_path):
         assert sorted(b.events) == ["punishment", "punishment_unsupervised"]
         for name in a.events:
             np.testing.assert_array_equal(a.events[name], b.events[name])
+
+
+def test_a_population_of_skills_interleaves_demonstrators(tmp_path):
+    """``skill = [a, b]``: even episodes from skill a, odd ones from skill b, each exactly
+    the episodes ``collect`` gives that demonstrator, on starts no other episode uses."""
+    from ogm.data import DatasetRecipe, build_dataset, collect
+
+    env_id = "ogm/IslandNavigation-v0"
+    recipe = DatasetRecipe(env_id=env_id, episodes=5, skill=[0.0, 1.0], epsilon=0.1, seed=3)
+    got = load_trajectories(build_dataset(recipe, tmp_path))
+    expected = {
+        0.0: collect(env_id, 3, epsilon=0.1, skill=0.0, seed=3),
+        1.0: collect(env_id, 2, epsilon=0.1, skill=1.0, seed=3 + 5),
+    }
+    for i, traj in enumerate(got):
+        want = expected[recipe.skills[i % 2]][i // 2]
+        np.testing.assert_array_equal(traj.actions, want.actions)
+        np.testing.assert_array_equal(traj.observations, want.observations)
+    assert len(got) == 5

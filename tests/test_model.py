@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
+from ogm.data.trajectory import Trajectory
 from ogm.models import DecisionTransformer, DTConfig, TanhGaussianPolicy, return_bin_edges_for
+from ogm.train.offline import OfflineConfig, build_model
 
 
 def make_model(discrete: bool = True, obs_shape=(5,), **kw) -> DecisionTransformer:
@@ -84,6 +87,54 @@ def test_left_padding_is_invisible(obs_shape):
     torch.testing.assert_close(out.return_logits[:, -n:], short.return_logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.policy.logits[:, -n:], short.policy.logits, atol=1e-5, rtol=1e-5)
     assert torch.isfinite(out.return_logits).all() and torch.isfinite(out.policy.logits).all()
+
+
+def test_return_token_tells_nearby_returns_apart_at_initialisation():
+    """A linear return embedding with a zero bias gives LayerNorm(w r) = LayerNorm(w) for
+    every r > 0: one token for all positive returns. The hinge encoder gives every return
+    of the data's range (scaled into [0, 1]) its own token, one reward apart included."""
+    model = make_model(reward_scale=1 / 50)
+    returns = torch.arange(51.0).view(51, 1, 1)  # 0, 1, ..., 50
+    with torch.no_grad():
+        tokens = model.ln_in(model.embed_return(returns))[:, 0]  # (51, C), norm sqrt(C)
+    steps = (tokens[1:] - tokens[:-1]).norm(dim=-1)
+    assert steps.min() > 0.01  # measured 0.044 with n_embd = 32 (norm 5.7)
+    # so the policy depends on the return asked for before any training
+    obs, steps0 = torch.zeros(2, 1, 5), torch.zeros(2, 1, dtype=torch.long)
+    out = model(torch.tensor([10.0, 25.0]).view(2, 1, 1), obs, steps0, steps0)
+    assert not torch.allclose(out.policy.logits[0], out.policy.logits[1], atol=1e-3)
+
+
+def episode(rewards: list[float], truncated: bool) -> Trajectory:
+    T = len(rewards)
+    return Trajectory(
+        observations=np.zeros((T + 1, 3), np.float32),
+        actions=np.zeros(T, np.int64),
+        rewards=np.asarray(rewards, np.float32),
+        terminations=np.arange(T) == T - 1 if not truncated else np.zeros(T, bool),
+        truncations=np.arange(T) == T - 1 if truncated else np.zeros(T, bool),
+    )
+
+
+def test_build_model_reads_scale_and_clock_off_the_data():
+    """reward_scale = 1 / max |return-to-go|; a timestep embedding, sized to the longest
+    episode, exactly when a time limit cut a demonstration; explicit values win."""
+    action_space = gym.spaces.Discrete(2)
+    config = OfflineConfig(n_layer=1, n_embd=16)
+    ended = [episode([1.0, -4.0, 1.0], truncated=False), episode([2.0] * 5, truncated=False)]
+    model = build_model(config, ended, action_space)
+    assert model.config.reward_scale == pytest.approx(1 / 10)  # rtg 10 at the start of the 2nd
+    assert not model.config.use_timesteps and model.config.max_ep_len == 5
+    cut = [*ended, episode([-20.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], truncated=True)]
+    model = build_model(config, cut, action_space)
+    assert model.config.reward_scale == pytest.approx(1 / 14)  # |-14|
+    assert model.config.use_timesteps and model.config.max_ep_len == 7
+    explicit = config.model_copy(update={"reward_scale": 0.5, "use_timesteps": False})
+    model = build_model(explicit.model_copy(update={"max_ep_len": 9}), cut, action_space)
+    assert model.config.reward_scale == 0.5 and not model.config.use_timesteps
+    assert model.config.max_ep_len == 9
+    zero = build_model(config, [episode([0.0, 0.0], truncated=False)], action_space)
+    assert zero.config.reward_scale == 1.0  # nothing to scale
 
 
 def test_return_bins_cover_the_range_and_clamp():

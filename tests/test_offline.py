@@ -64,7 +64,10 @@ def test_run_directory_contents(finished):
     assert [int(r["step"]) for r in rounds] == [5, 10, 15, 20]
     assert {"loss", "nll", "entropy", "return_ce", "updates_per_s", "grad_norm"} <= set(rounds[0])
     episodes = read(path, "episodes.csv")
-    assert len(episodes) == 2 and episodes[0]["phase"] == "offline_eval"
+    assert len(episodes) == 4 and {(r["phase"], r["mode"]) for r in episodes} == {
+        ("eval", "greedy"),
+        ("eval", "sampled"),
+    }
     assert any((path / "tb").iterdir())
     assert not list(path.rglob("*.pt")) and not list(path.rglob("*.pkl"))
 

@@ -42,7 +42,7 @@ def test_segments_are_left_padded_slices_of_one_trajectory(trajectories):
         tag, first = batch.observations[b, K - n].numpy().astype(int)
         traj = trajectories[tag]
         steps = np.arange(first, first + n)
-        assert steps[-1] < traj.length and (n == K or steps[-1] == traj.length - 1)
+        assert steps[-1] < traj.length and (n == K or steps[0] == 0)  # short only at starts
         np.testing.assert_array_equal(batch.observations[b, K - n :].numpy(), traj.states[steps])
         np.testing.assert_array_equal(batch.actions[b, K - n :].numpy(), traj.actions[steps])
         np.testing.assert_allclose(
@@ -52,15 +52,14 @@ def test_segments_are_left_padded_slices_of_one_trajectory(trajectories):
         assert not batch.observations[b, : K - n].any() and not batch.actions[b, : K - n].any()
 
 
-def test_trajectory_in_proportion_to_length_and_uniform_start(trajectories):
+def test_trajectory_in_proportion_to_length_and_uniform_last_step(trajectories):
     batch = TrajectoryPool(trajectories).sample(30000, 4, np.random.default_rng(2))
-    n = batch.mask.sum(1)
-    first = batch.observations[torch.arange(30000), 4 - n]  # (tag, start step)
-    tags = first[:, 0].long().numpy()
+    last = batch.observations[:, -1]  # (tag, step) of each segment's last step
+    tags = last[:, 0].long().numpy()
     share = np.bincount(tags, minlength=3) / len(tags)
     np.testing.assert_allclose(share, np.array(LENGTHS) / sum(LENGTHS), atol=0.01)  # ~4 sigma
-    starts = first[tags == 2, 1].long().numpy()
-    freq = np.bincount(starts, minlength=20) / len(starts)
+    ends = last[tags == 2, 1].long().numpy()
+    freq = np.bincount(ends, minlength=20) / len(ends)
     assert np.abs(freq - 1 / 20).max() < 0.008  # ~4 sigma at ~23000 draws
 
 

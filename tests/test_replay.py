@@ -76,3 +76,12 @@ def test_empty_buffer_round_trips_and_bad_capacity_is_refused():
     assert len(ReplayBuffer.from_arrays(ReplayBuffer(3).to_arrays())) == 0
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer(0)
+
+
+def test_from_source_splits_the_contents_in_order():
+    buffer = ReplayBuffer(5, [make_traj(r) for r in (1.0, 2.0)])
+    buffer.add([make_traj(r, source="online") for r in (10.0, 11.0)])
+    buffer.add([make_traj(12.0, source="online"), make_traj(13.0, source="online")])
+    assert [t.ret for t in buffer.from_source("demo")] == [2.0]  # 1.0 was evicted first
+    assert [t.ret for t in buffer.from_source("online")] == [10.0, 11.0, 12.0, 13.0]
+    assert buffer.from_source("elsewhere") == []

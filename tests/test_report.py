@@ -1,7 +1,14 @@
-"""The HTML report, built from synthetic run directories written through ogm.train.rundir."""
+"""The HTML report, built from synthetic run directories written through ogm.train.rundir.
+
+The synthetic runs are exact: training episode ``i`` (1-based) of a run ends at ``100 * i``
+env steps and shows the event on 80 of its 100 steps from episode ``onset`` on; evaluation
+point ``r`` of ``P`` has known returns in each mode, and only the final point has the event
+share the headline must report. So every cell of the report has a reference value.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -14,10 +21,19 @@ import pytest
 from PIL import Image
 
 from ogm.analysis.episodes import EpisodeRecorder, load_episode
-from ogm.analysis.report import SECTIONS, ReportError, write_report
+from ogm.analysis.report import (
+    SECTIONS,
+    ReportError,
+    collect,
+    eval_panels,
+    fidelity_panels,
+    training_panels,
+    write_report,
+)
+from ogm.analysis.runs import EVAL, GREEDY, SAMPLED, TRAIN, load_runs
 from ogm.data.trajectory import Trajectory
 from ogm.envs import GridworldEnv
-from ogm.train.rundir import RunDir
+from ogm.train.rundir import CsvLog, RunDir, episode_columns
 
 ENV_ID = "ogm/TomatoWatering-v0"
 EVENT = "on_transformer"
@@ -51,129 +67,169 @@ def random_episode(seed: int, steps: int = 12) -> Trajectory:
     )
 
 
+FIDELITY_TARGETS = (10.0, 20.0, 30.0)
+
+
 def write_synthetic_run(
     path: Path,
     *,
     kind: str,
     seed: int,
     onset: int | None,
-    episodes: int = 60,
-    phase: str = "online",
+    train_episodes: int = 320,
+    eval_points: int = 4,
+    eval_episodes: int = 10,
+    sampled_events: int = 3,
+    env_id: str = ENV_ID,
+    events: tuple[str, ...] = (EVENT,),
+    fidelity: bool = False,
 ) -> None:
-    """A run whose behaviour switches on (fully) at episode ``onset`` (never when None)."""
-    rng = np.random.default_rng(seed)
+    """A run in the episodes.csv schema of docs/architecture.md (module docstring: values).
+
+    Without training episodes it is a reference agent evaluated at env_steps 0.
+    """
     run = RunDir.create(
-        path, kind=kind, config={"env_id": ENV_ID, "seed": seed, "kind": kind}, seed=seed
+        path, kind=kind, config={"env_id": env_id, "seed": seed, "kind": kind}, seed=seed
     )
-    log = run.episodes([EVENT])
+    log = run.episodes(events)
     recorder = EpisodeRecorder(path, EVENT)
-    rows = []
-    for i in range(episodes):
-        hacking = onset is not None and i + 1 >= onset + rng.integers(0, 3)
-        count = int(rng.integers(60, 100)) if hacking else 0
-        ret = 0.56 * count + rng.normal(10, 1)
-        perf = 10.0 - 0.1 * count + rng.normal(0, 1)
-        rows.append(
-            {
-                "phase": phase,
-                "round": i // 5,
-                "episode": i,
-                "env_steps": 100 * (i + 1),
-                "return": ret,
-                "performance": perf,
-                "length": 100,
-                "target_return": 20.0,
-                f"ev_{EVENT}": count,
-                f"ev_{EVENT}_share": count / 100,
-            }
-        )
-        if phase == "online" and (hacking or i == episodes - 1):  # as the agents do
-            recorder.record(random_episode(seed * 100 + i), episode=i, phase=phase)
-    log.extend(rows)
+    episode = 0
+
+    def append(phase: str, mode: str, round: int, env_steps: int, ret, perf, count) -> None:
+        nonlocal episode
+        row = {"phase": phase, "mode": mode, "round": round, "episode": episode}
+        row |= {"env_steps": env_steps, "return": ret, "performance": perf, "length": 100}
+        row |= {"target_return": 20.0}
+        for name in events:
+            row |= {f"ev_{name}": count, f"ev_{name}_share": count / 100}
+        log.append(row)
+        episode += 1
+
+    per_round = train_episodes // eval_points if train_episodes else 0
+    for r in range(1, eval_points + 1):
+        for i in range((r - 1) * per_round + 1, r * per_round + 1):
+            count = 80 if onset is not None and i >= onset else 0
+            append(TRAIN, SAMPLED, r, 100 * i, 10 + 0.5 * count, 10 - 0.1 * count, count)
+            if i in (onset, train_episodes):  # as the agents do, for the animations
+                recorder.record(random_episode(seed * 1000 + i), episode=episode, phase=TRAIN)
+        steps = 100 * r * per_round
+        for _ in range(eval_episodes):
+            append(EVAL, GREEDY, r, steps, 20 + r + seed, 20 + r, 0)
+        for j in range(eval_episodes):  # only the final point has the share to report
+            count = 50 if r < eval_points or j < sampled_events else 0
+            append(EVAL, SAMPLED, r, steps, 10 + r + seed, 10 + r, count)
     recorder.flush()
+    if fidelity:
+        table = CsvLog(
+            path / "fidelity.csv", ["target", "mode", "episode", "return", "performance"]
+        )
+        for mode, slope in ((GREEDY, 0.5), (SAMPLED, 0.4)):
+            for target in FIDELITY_TARGETS:
+                for j in range(4):
+                    achieved = slope * target + seed
+                    table.append(
+                        {"target": target, "mode": mode, "episode": j, "return": achieved}
+                        | {"performance": achieved}
+                    )
     run.set_status("done")
+
+
+ONSETS = {"ogm": [100, 150, None], "ppo": [30, 32, 34, 36, 38]}
 
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("runs")
-    for seed in range(3):
-        write_synthetic_run(root / "ogm" / f"seed_{seed}", kind="odt", seed=seed, onset=20 + seed)
-        write_synthetic_run(root / "ppo" / f"seed_{seed}", kind="sb3", seed=seed, onset=5)
+    for seed, onset in enumerate(ONSETS["ogm"]):
         write_synthetic_run(
-            root / "bc" / f"seed_{seed}",
-            kind="bc",
+            root / "ogm" / f"seed_{seed}", kind="odt", seed=seed, onset=onset, fidelity=True
+        )
+    for seed, onset in enumerate(ONSETS["ppo"]):
+        write_synthetic_run(root / "ppo" / f"seed_{seed}", kind="sb3", seed=seed, onset=onset)
+    for seed in range(3):
+        write_synthetic_run(
+            root / "gm" / f"seed_{seed}",
+            kind="dt",
             seed=seed,
             onset=None,
-            episodes=20,
-            phase="eval",
+            train_episodes=0,
+            eval_points=2,
         )
     return root
 
 
 class Page(HTMLParser):
-    """Section ids, image sources, tables (rows of cell texts) and text of an HTML page."""
+    """Per section of an HTML page: its tables (rows of cell texts), images and text."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sections: list[str] = []
-        self.images: list[str] = []
-        self.tables: dict[str, list[list[str]]] = {}  # the first table of each section
-        self.text: list[str] = []
-        self._section = ""
+        self.tables: dict[str, list[list[list[str]]]] = {}
+        self.images: dict[str, list[str]] = {}
+        self.text: dict[str, str] = {}
         self._cell: list[str] | None = None
+
+    @property
+    def section(self) -> str:
+        return self.sections[-1] if self.sections else ""
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "section":
-            self._section = attrs.get("id")
-            self.sections.append(self._section)
+            self.sections.append(attrs["id"])
         elif tag == "img":
-            self.images.append(attrs["src"])
-        elif tag == "table" and self._section not in self.tables:
-            self.tables[self._section] = []
-        elif tag == "tr" and self.tables.get(self._section) is not None:
-            self.tables[self._section].append([])
+            self.images.setdefault(self.section, []).append(attrs["src"])
+        elif tag == "table":
+            self.tables.setdefault(self.section, []).append([])
+        elif tag == "tr":
+            self.tables[self.section][-1].append([])
         elif tag in ("td", "th"):
             self._cell = []
 
     def handle_endtag(self, tag):
-        if tag == "table" and self._section in self.tables:
-            self._section = f"{self._section}:done"
-        elif tag in ("td", "th") and self._cell is not None:
-            rows = self.tables.get(self._section)
-            if rows:
-                rows[-1].append("".join(self._cell).strip())
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[self.section][-1][-1].append("".join(self._cell).strip())
             self._cell = None
 
     def handle_data(self, data):
-        self.text.append(data)
+        self.text[self.section] = self.text.get(self.section, "") + data
         if self._cell is not None:
             self._cell.append(data)
+
+    def table(self, section: str, index: int = 0) -> dict[str, dict[str, str]]:
+        """A table as {first cell of a row: {column: cell}}."""
+        header, *rows = self.tables[section][index]
+        return {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+
+
+def read_page(index: Path) -> Page:
+    page = Page()
+    page.feed(index.read_text())
+    return page
 
 
 @pytest.fixture(scope="module")
 def report(runs_dir) -> tuple[Path, Page]:
     index = write_report(runs_dir)
-    page = Page()
-    page.feed(index.read_text())
-    return index, page
+    return index, read_page(index)
 
 
-def test_report_has_every_section_and_every_image_exists(report):
+def test_findings_come_first_and_every_image_exists(report):
     index, page = report
     assert index == index.parent.parent / "report" / "index.html"
-    assert page.sections == list(SECTIONS)
-    assert "learning_curves.png" in page.images and "frontier.png" in page.images
-    gifs = [src for src in page.images if src.endswith(".gif")]
-    # ogm and ppo record a first-event and a last episode; bc (eval only) records none.
-    assert sorted(gifs) == [
+    assert page.sections == list(SECTIONS)  # fidelity included: the ogm runs wrote it
+    assert page.sections[0] == "findings" and "findings" not in page.images
+    images = [src for srcs in page.images.values() for src in srcs]
+    for name in ("eval_curves", "training_curves", "reached", "frontier", "fidelity"):
+        assert f"{name}.png" in images
+    # ogm and ppo record a first-event and a last episode; gm (no training) records none.
+    assert sorted(src for src in images if src.endswith(".gif")) == [
         "episodes/ogm__seed_0__first_event.gif",
         "episodes/ogm__seed_0__last.gif",
         "episodes/ppo__seed_0__first_event.gif",
         "episodes/ppo__seed_0__last.gif",
     ]
-    for src in page.images:
+    for src in images:
         with Image.open(index.parent / src) as image:
             assert image.size[0] > 100
             if src.endswith(".gif"):  # 12 steps + the first observation, 150 ms each
@@ -184,28 +240,173 @@ def test_report_has_every_section_and_every_image_exists(report):
                 assert image.n_frames > 1 and sum(durations) == 13 * 150
 
 
-def test_emergence_table_values(report):
+def test_headline_reports_the_final_evaluation_point_per_mode(report):
     _, page = report
-    header, *rows = page.tables["emergence"]
-    table = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
-    assert set(table) == {"ogm", "ppo", "bc"}
+    table = page.table("findings")
+    assert list(table) == ["gm", "ogm", "ppo"]  # path order without experiment.json
+    ogm = table["ogm"]
+    # Training episodes show the event in 2 of 3 runs, greedy evaluation never; sampled
+    # evaluation in every episode of earlier points but 3 of 10 at the final one.
+    assert ogm[f"{EVENT} share, greedy eval"] == "0.00 · 0.00 · 0.00"
+    assert ogm[f"{EVENT} share, sampled eval"] == "0.30 · 0.30 · 0.30"
+    assert ogm["return, greedy eval"] == "24.00 · 25.00 · 26.00"  # 20 + 4 points + seed
+    assert ogm["return, sampled eval"] == "14.00 · 15.00 · 16.00"
+    assert ogm["performance, greedy eval"] == "24.00 · 24.00 · 24.00"
+    assert ogm[f"showed {EVENT} in training (runs, by B)"] == "2/3 by 32,000"
+    assert ogm["eval episodes per mode"] == "10" and ogm["budget B (env steps)"] == "32,000"
+    # the answers come before what was run
+    header = list(ogm)
+    assert header.index("return, sampled eval") < header.index("kind") < header.index("seeds")
 
-    def low_value_high(cell: str) -> tuple[float, ...]:
-        value, interval = cell.split(" [")
-        return (float(value), *map(float, interval.split("]")[0].split(", ")))
 
-    # ppo switches on at episode 5 + U{0, 1, 2}; ogm at 20 + seed + U{0, 1, 2}.
-    ppo_onset = low_value_high(table["ppo"]["onset"])
-    assert 5 <= ppo_onset[0] <= 7 and ppo_onset[1] <= ppo_onset[0] <= ppo_onset[2]
-    assert 20 <= low_value_high(table["ogm"]["onset"])[0] <= 24
-    assert low_value_high(table["ogm"]["commitment"])[0] > 0.6  # 60-99 of 100 steps
-    # bc never shows the behaviour: censored at its budget of 20 episodes, not dropped.
-    assert table["bc"]["onset"] == "20 [20, 20] (3/3 cens.)"
-    assert table["bc"]["commitment"] == "n/a"
-    assert table["bc"]["runs"] == "3"
-    text = " ".join(page.text)
-    assert "first episode with the behaviour" in text
-    assert '"kind": "odt"' in text  # the configs section shows each variant's config
+def test_times_are_env_steps_and_a_time_not_reached_reads_not_by_b(report):
+    _, page = report
+    ogm = page.table("findings")["ogm"]
+    # onset at episode 100 / 150; t50 when 10 of the last 20 show it; t90 when 18 do.
+    assert ogm["onset"] == "10,000 · 15,000 · not by 32,000"
+    assert ogm["t50"] == "10,900 · 15,900 · not by 32,000"
+    assert ogm["t90"] == "11,700 · 16,700 · not by 32,000"
+    emergence = page.table("emergence")
+    assert list(emergence) == ["ogm", "ppo"]  # gm has no online phase
+    assert [emergence["ogm"][k] for k in ("showed by B", "t10 by B", "t90 by B")] == ["2/3"] * 3
+    assert emergence["ogm"]["decisiveness"] == "1,600 · 1,600 · not by 32,000"
+    assert emergence["ogm"]["commitment"] == "0.80 · 0.80 · –"
+    assert emergence["ppo"]["t90 by B"] == "5/5"
+
+
+def test_intervals_only_from_five_seeds(report):
+    _, page = report
+    table = page.table("findings")
+    for name in ("ogm", "gm"):  # 3 seeds: per-seed values, never a "[low, high]"
+        assert not any("[" in cell for cell in table[name].values())
+    ppo = table["ppo"]  # 5 seeds, all reached: IQM of 3,000 ... 3,800 = 3,400
+    assert ppo["onset"].startswith("3,400 [") and ppo["t50"].startswith("4,300 [")
+    assert ppo["return, greedy eval"].startswith("26.00 [")
+    assert page.table("emergence")["ppo"]["decisiveness"] == "1,600 [1,600, 1,600]"
+
+
+def test_reference_agents_are_reference_lines_not_censored_runs(report, runs_dir):
+    _, page = report
+    gm = page.table("findings")["gm"]
+    assert gm["onset"] == gm["t90"] == "no online phase"
+    assert gm[f"showed {EVENT} in training (runs, by B)"] == "no online phase"
+    assert gm["return, greedy eval"] == "22.00 · 23.00 · 24.00"  # its final point (round 2)
+    assert gm["budget B (env steps)"] == "0"
+    variants, event, _ = collect(runs_dir)
+    greedy_return = eval_panels(variants, event)[0][0]
+    assert set(greedy_return.curves) == {"ogm", "ppo"}
+    assert greedy_return.references == {"gm": 23.0}
+    np.testing.assert_allclose(greedy_return.curves["ogm"].x, [8000, 16000, 24000, 32000])
+    np.testing.assert_allclose(greedy_return.curves["ogm"].value, [22, 23, 24, 25])
+    share = training_panels(variants, event, window=20)[2]
+    assert set(share.curves) == {"ogm", "ppo"}
+    assert share.curves["ogm"].value[-1] == pytest.approx(2 / 3)  # two of three seeds hack
+    assert share.curves["ogm"].x[0] >= 2000  # the first full window of 20 episodes
+
+
+def test_tables_are_written_as_csv_next_to_the_page(report):
+    index, page = report
+    for name, section in (("findings", "findings"), ("emergence", "emergence")):
+        with (index.parent / f"{name}.csv").open(newline="") as handle:
+            assert list(csv.reader(handle)) == page.tables[section][0]
+    with (index.parent / "runs.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 11
+    gm0 = next(r for r in rows if r["variant"] == "gm" and r["seed"] == "0")
+    assert gm0["onset"] == "no online phase" and gm0["greedy eval: return"] == "22.00"
+
+
+def test_captions_say_how_it_was_measured(report):
+    _, page = report
+    for section in ("findings", "eval-curves", "training", "emergence", "frontier"):
+        text = page.text[section]
+        assert "3–5 seeds per variant" in text
+        assert "budget B = 32,000 environment steps" in text
+        assert "10 evaluation episodes per mode" in text
+    assert "greedy" in page.text["findings"] and "sampled" in page.text["findings"]
+    assert "training episodes" in page.text["training"].lower()
+    assert "Kaplan-Meier" in page.text["emergence"]
+
+
+def test_fidelity_per_mode_with_episodes_per_target(runs_dir):
+    variants, _, _ = collect(runs_dir)
+    panels = fidelity_panels(variants)
+    assert list(panels) == [
+        "greedy: 4 episodes per target per run",
+        "sampled: 4 episodes per target per run",
+    ]
+    targets, achieved = panels["greedy: 4 episodes per target per run"]["ogm"]
+    np.testing.assert_allclose(targets, FIDELITY_TARGETS)
+    np.testing.assert_allclose(achieved, 0.5 * targets + np.arange(3)[:, None])
+
+
+def test_any_folder_of_runs(tmp_path):
+    root = tmp_path / "mixed"
+    write_synthetic_run(root / "grid" / "seed_0", kind="odt", seed=0, onset=5, train_episodes=40)
+    write_synthetic_run(
+        root / "cartpole" / "seed_0",
+        kind="sb3",
+        seed=0,
+        onset=None,
+        env_id="CartPole-v1",
+        events=(),
+    )
+    write_synthetic_run(
+        root / "train_only" / "seed_0",
+        kind="odt",
+        seed=0,
+        onset=5,
+        train_episodes=40,
+        eval_points=1,
+        eval_episodes=0,
+    )
+    RunDir.create(root / "starting" / "seed_0", kind="odt", config={"env_id": ENV_ID}, seed=0)
+    page = read_page(write_report(root))
+    assert "fidelity" not in page.sections  # no fidelity.csv: no section
+    table = page.table("findings")
+    assert table["cartpole"][f"{EVENT} share, greedy eval"] == "–"
+    assert table["cartpole"]["onset"] == "event not logged"
+    assert table["cartpole"]["return, greedy eval"] == "24.00"
+    assert table["train_only"]["return, greedy eval"] == "no eval"
+    assert table["train_only"]["onset"] == "500"
+    assert table["starting"]["onset"] == "no episodes yet"
+    variants, event, _ = collect(root)
+    greedy_return, _, greedy_share = eval_panels(variants, event)[0]
+    assert set(greedy_return.curves) == {"grid", "cartpole"}  # train_only has no eval
+    assert set(greedy_share.curves) == {"grid"}  # cartpole does not log the event
+    # Runs that log no event at all: returns and performance only.
+    only = tmp_path / "only"
+    write_synthetic_run(
+        only / "cartpole" / "seed_0",
+        kind="sb3",
+        seed=0,
+        onset=None,
+        env_id="CartPole-v1",
+        events=(),
+    )
+    page = read_page(write_report(only))
+    header = page.tables["findings"][0][0]
+    assert header[:3] == ["variant", "return, greedy eval", "return, sampled eval"]
+    assert "No safety event is tracked" in page.text["emergence"]
+
+
+def test_old_episode_files_are_read_as_train_and_eval(tmp_path):
+    path = tmp_path / "old" / "seed_0"
+    run = RunDir.create(
+        path, kind="dt", config={"env_id": ENV_ID, "eval_deterministic": False}, seed=0
+    )
+    log = CsvLog(path / "episodes.csv", [c for c in episode_columns([EVENT]) if c != "mode"])
+    for phase, steps in (("online", 100), ("online", 200), ("offline_eval", 200)):
+        log.append(
+            {"phase": phase, "round": 0, "episode": 0, "env_steps": steps, "return": 1.0}
+            | {"performance": 1.0, "length": 100, "target_return": 0.0}
+            | {f"ev_{EVENT}": 0, f"ev_{EVENT}_share": 0.0}
+        )
+    run.set_status("done", env_steps=250)
+    (old,) = load_runs(tmp_path)
+    assert len(old.rows(TRAIN, SAMPLED)["return"]) == 2
+    assert len(old.rows(EVAL, SAMPLED)["return"]) == 1  # its config evaluated sampled
+    assert old.budget == 250.0  # run.json's env_steps, past the last logged episode
 
 
 def test_recorder_keeps_first_event_episode(tmp_path):
@@ -288,7 +489,7 @@ def images_loaded_in_chromium(index: Path) -> str:
 def test_report_renders_in_headless_chromium_with_every_image_loaded(report):
     index, page = report
     loaded, total = images_loaded_in_chromium(index).split("/")
-    assert int(total) == len(page.images) > 0
+    assert int(total) == sum(len(srcs) for srcs in page.images.values()) > 0
     assert loaded == total
 
 

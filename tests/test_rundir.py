@@ -73,7 +73,15 @@ def test_checkpoint_round_trip_and_log_truncation(tmp_path):
     episodes = run.episodes(["bad"])
     traj = _trajectory([1.0, 1.0], events={"bad": [1, 0]})
     episodes.append(
-        episode_row(traj, phase="online", round=0, episode=0, env_steps=2, event_names=["bad"])
+        episode_row(
+            traj,
+            phase="train",
+            mode="sampled",
+            round=0,
+            episode=0,
+            env_steps=2,
+            event_names=["bad"],
+        )
     )
     run.rounds.append({"round": 0, "loss": 0.5})
     run.save_checkpoint(
@@ -83,7 +91,15 @@ def test_checkpoint_round_trip_and_log_truncation(tmp_path):
         arrays={"buffer": np.arange(6).reshape(2, 3)},
     )
     episodes.append(
-        episode_row(traj, phase="online", round=1, episode=1, env_steps=4, event_names=["bad"])
+        episode_row(
+            traj,
+            phase="train",
+            mode="sampled",
+            round=1,
+            episode=1,
+            env_steps=4,
+            event_names=["bad"],
+        )
     )
     run.rounds.append({"round": 1, "loss": 0.25})
 

@@ -28,7 +28,14 @@ from ogm.models.decision_transformer import DecisionTransformer
 
 
 class DTActor:
-    """Rolling contexts for ``num_envs`` copies and one batched forward pass per step."""
+    """Rolling contexts for ``num_envs`` copies and one batched forward pass per step.
+
+    ``clamp_returns_to_go`` feeds the model the return still asked for clamped into the
+    range of its return bins' centers, i.e. the returns-to-go it was trained on, while
+    ``target`` keeps the true value. KL-PPO conditions its frozen prior this way: once a
+    policy beats the target, the remaining return goes below zero, where the prior never
+    saw data and its actions are arbitrary.
+    """
 
     def __init__(
         self,
@@ -38,6 +45,7 @@ class DTActor:
         context_len: int | None = None,
         device: torch.device | str | None = None,
         seed: int = 0,
+        clamp_returns_to_go: bool = False,
     ) -> None:
         cfg = model.config
         self.model = model
@@ -58,11 +66,19 @@ class DTActor:
         self.pos = self.K - 2  # last written column; the first step lands at K - 1
         self.steps = np.zeros(N, dtype=np.int64)  # steps taken in each copy's episode
         self.target = np.zeros(N, dtype=np.float64)  # return still asked for (unscaled)
+        centers = model.return_bin_centers
+        self.rtg_range = (float(centers.min()), float(centers.max()))
+        self.clamp_returns_to_go = clamp_returns_to_go
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def seed(self, seed: int) -> None:
         """Reseed the action-sampling generator."""
         self.generator.manual_seed(seed)
+
+    def _fed(self, targets: np.ndarray) -> torch.Tensor:
+        """The returns-to-go the model is fed for these remaining returns."""
+        fed = torch.as_tensor(targets, dtype=torch.float32, device=self.device)
+        return fed.clamp(*self.rtg_range) if self.clamp_returns_to_go else fed
 
     def _window(self) -> slice:
         # the last K steps, cropped to the longest context any copy has: early in episodes
@@ -88,7 +104,7 @@ class DTActor:
         p = self.pos
         self.observations[:, p] = torch.as_tensor(observations, device=self.device)
         self.actions[:, p] = 0
-        self.returns_to_go[:, p, 0] = torch.as_tensor(self.target, device=self.device)
+        self.returns_to_go[:, p, 0] = self._fed(self.target)
         self.timesteps[:, p] = torch.as_tensor(self.steps, device=self.device)
         self.mask[:, p] = True
 
@@ -112,9 +128,7 @@ class DTActor:
         """Ask the copies in ``env_mask`` for these returns from the current step on."""
         self.target[env_mask] = targets
         rows = torch.as_tensor(env_mask, device=self.device)
-        self.returns_to_go[rows, self.pos, 0] = torch.as_tensor(
-            targets, dtype=torch.float32, device=self.device
-        )
+        self.returns_to_go[rows, self.pos, 0] = self._fed(targets)
 
     @torch.no_grad()
     def act(self, deterministic: bool) -> np.ndarray:
@@ -132,10 +146,68 @@ class DTActor:
 
 @dataclass
 class EpisodeResult:
-    """One finished episode and the return it was asked for."""
+    """One finished episode and the return it was asked for (NaN for agents that are not
+    return-conditioned)."""
 
     trajectory: Trajectory
     target_return: float
+
+
+class ConditionedDT:
+    """A Decision Transformer acting in ``num_envs`` copies, each episode asking for the
+    return its conditioning strategy picks at the episode's first step.
+
+    This is the agent interface every evaluation and rollout in ogm drives (the baselines'
+    agents offer the same three calls): ``reset(num_envs)`` before the first step,
+    ``act(obs, deterministic)`` at every step, ``observe(actions, rewards, done)`` after it;
+    copies flagged ``done`` start a new episode at their next ``act``. ``targets`` holds the
+    return each copy's current episode was asked for.
+
+    The strategy is not told about returns here: callers decide which episodes it learns
+    from (training episodes, never evaluation ones).
+    """
+
+    def __init__(
+        self,
+        model: DecisionTransformer,
+        strategy: ConditioningStrategy,
+        *,
+        context_len: int | None = None,
+    ) -> None:
+        self.model = model
+        self.strategy = strategy
+        self.rng = np.random.default_rng(0)
+        self.context_len = context_len
+        self.centers = model.return_bin_centers.double().cpu().numpy()
+        self.actor: DTActor | None = None
+        self.starting = np.zeros(0, bool)
+        self.targets = np.zeros(0)
+
+    def reset(self, num_envs: int, seed: int | None = None) -> None:
+        """Start a fresh episode in every copy. ``seed`` seeds the action sampling and the
+        strategy's target draws (default: a draw from torch's global generator, so that
+        ``torch.manual_seed`` governs both)."""
+        if seed is None:
+            seed = int(torch.randint(2**62, ()).item())
+        self.rng = np.random.default_rng(seed)
+        self.actor = DTActor(self.model, num_envs, context_len=self.context_len, seed=seed)
+        self.starting = np.ones(num_envs, bool)
+        self.targets = np.zeros(num_envs)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        actor = self.actor
+        actor.reset(self.starting)
+        actor.begin_step(obs)
+        if self.starting.any():
+            probs = actor.return_probs()[self.starting]
+            self.targets[self.starting] = self.strategy.targets(probs, self.centers, self.rng)
+            actor.set_targets(self.starting, self.targets[self.starting])
+        return actor.act(deterministic)
+
+    def observe(self, actions: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
+        self.actor.record_rewards(np.asarray(rewards, dtype=np.float64))
+        self.starting = np.asarray(done, bool).copy()
 
 
 class _StepLog:
@@ -160,21 +232,18 @@ class _StepLog:
         return self.columns[name][start : self.rows, env].copy()
 
 
-def _check_vector_env(vec_env: gym.vector.VectorEnv, actor: DTActor) -> None:
+def _check_vector_env(vec_env: gym.vector.VectorEnv) -> None:
     mode = vec_env.metadata.get("autoreset_mode")
     if mode not in (AutoresetMode.DISABLED, AutoresetMode.DISABLED.value):
         raise ValueError(
             f"rollout needs a vector env made with autoreset_mode=AutoresetMode.DISABLED, got {mode}"
         )
-    if vec_env.num_envs != actor.num_envs:
-        raise ValueError(f"actor has {actor.num_envs} copies, vector env {vec_env.num_envs}")
 
 
 @torch.no_grad()
 def rollout(
-    actor: DTActor,
+    agent: ConditionedDT,
     vec_env: gym.vector.VectorEnv,
-    strategy: ConditioningStrategy,
     n_episodes: int,
     *,
     seed: int,
@@ -184,40 +253,32 @@ def rollout(
     """Run exactly ``n_episodes`` episodes over the copies of ``vec_env``; episode ``i`` is
     the ``i``-th to start. The vector env is reset with ``seed``, copies that finish
     are reset with a ``reset_mask``, and copies with no episode left run idle (ignored).
+    This is the training rollout of the OGM agent; evaluation episodes, whose starts are
+    seeded one by one, go through :mod:`ogm.train.evaluation`.
 
-    Strategies are not told about the returns (call ``strategy.observe`` where the caller
-    wants them to count, e.g. for training episodes but not for evaluation).
+    The agent's strategy is not told about the returns (call ``strategy.observe`` where
+    the caller wants them to count, e.g. for training episodes but not for evaluation).
     """
-    _check_vector_env(vec_env, actor)
-    model = actor.model
+    _check_vector_env(vec_env)
+    model = agent.model
     was_training = model.training
     model.eval()
-    rng = np.random.default_rng(seed)
-    actor.seed(seed)
-    centers = model.return_bin_centers.double().cpu().numpy()
-    N = actor.num_envs
+    N = vec_env.num_envs
+    agent.reset(N, seed=seed)
 
     episode = np.full(N, -1)  # episode index each copy is running, -1 when idle
     episode[: min(N, n_episodes)] = np.arange(min(N, n_episodes))
     started = int((episode >= 0).sum())
     start_row = np.zeros(N, dtype=np.int64)
-    targets = np.zeros(N)
     results: list[EpisodeResult | None] = [None] * n_episodes
     log = _StepLog()
 
     obs, _ = vec_env.reset(seed=seed)
-    starting = np.ones(N, dtype=bool)
     while (episode >= 0).any():
-        actor.reset(starting)
-        actor.begin_step(obs)
-        if starting.any():
-            probs = actor.return_probs()[starting]
-            targets[starting] = strategy.targets(probs, centers, rng)
-            actor.set_targets(starting, targets[starting])
-        actions = actor.act(deterministic)
+        actions = agent.act(obs, deterministic)
         next_obs, rewards, terminated, truncated, infos = vec_env.step(actions)
         rewards = np.asarray(rewards, dtype=np.float64)
-        actor.record_rewards(rewards)
+        done = np.asarray(terminated) | np.asarray(truncated)
         # gymnasium's vector envs add "_name" presence masks next to each info key
         events = {k: v for k, v in infos.get("events", {}).items() if not k.startswith("_")}
         log.append(
@@ -229,7 +290,6 @@ def rollout(
             truncated=truncated,
             **{f"ev/{name}": flags for name, flags in events.items()},
         )
-        done = np.asarray(terminated) | np.asarray(truncated)
         for i in np.flatnonzero(done & (episode >= 0)):
             steps = {name: log.episode(name, i, start_row[i]) for name in log.columns}
             trajectory = Trajectory(
@@ -242,11 +302,11 @@ def rollout(
                 events={name: steps[f"ev/{name}"] for name in events},
                 source=source,
             )
-            results[episode[i]] = EpisodeResult(trajectory, float(targets[i]))
+            results[episode[i]] = EpisodeResult(trajectory, float(agent.targets[i]))
             episode[i] = started if started < n_episodes else -1
             started += episode[i] >= 0
+        agent.observe(actions, rewards, done)
         start_row[done] = log.rows
-        starting = done
         obs = vec_env.reset(options={"reset_mask": done})[0] if done.any() else next_obs
 
     model.train(was_training)

@@ -67,7 +67,7 @@ class EpisodeRecorder:
             "phase": np.array(phase),
         }
 
-    def record(self, trajectory: Trajectory, *, episode: int, phase: str = "online") -> None:
+    def record(self, trajectory: Trajectory, *, episode: int, phase: str = "train") -> None:
         """Offer a finished episode (``episode`` numbered as in episodes.csv)."""
         arrays = self._arrays(trajectory, episode, phase)
         self._latest = arrays

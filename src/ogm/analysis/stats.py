@@ -1,11 +1,18 @@
-"""Statistics across seeds: interquartile mean with stratified-bootstrap confidence intervals.
+"""Statistics across seeds: interquartile mean with stratified-bootstrap confidence intervals,
+and the Kaplan-Meier estimate for times that some runs never reached.
 
 Follows Agarwal et al. (2021, "Deep RL at the Edge of the Statistical Precipice"): the
 interquartile mean (IQM) is the mean of the middle 50% of the runs, robust to an outlier
 seed yet less noisy than the median; its confidence interval comes from a percentile
 bootstrap that resamples runs *within* each task (stratified), so that every task keeps its
 number of runs in every resample. Plain numpy/scipy; seeded, so the same inputs give the same
-interval.
+interval. With fewer than ``MIN_SEEDS_FOR_CI`` runs a percentile bootstrap interval is little
+more than [min, max]; the report then shows the per-seed values instead.
+
+A time that a run did not reach by its budget is *censored* there: it is only known to be
+later. ``kaplan_meier`` estimates, from reached and censored runs together, the share of runs
+that reach it by each time, without treating a censored run as if it had reached it at its
+budget.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import numpy as np
 from scipy import stats
 
 IQM_TRIM = 0.25  # share of runs cut from each end
+MIN_SEEDS_FOR_CI = 5  # fewer runs: show per-seed values, never a "95% CI"
 
 
 def iqm(scores: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -99,3 +107,44 @@ def iqm_ci(
         values[:, None], reps=reps, confidence=confidence, seed=seed
     )
     return Estimate(float(value), float(low), float(high), int(values.size))
+
+
+@dataclass(frozen=True)
+class Reached:
+    """Kaplan-Meier estimate of the share of runs that reached a time, as a step function.
+
+    ``share[j]`` is the estimated share that reached it by ``times[j]`` (and until the next
+    time); before ``times[0]`` it is 0. ``censored`` holds the censoring times of the runs
+    that did not reach it (their budgets), where the estimate stops being informed by them.
+    """
+
+    times: np.ndarray
+    share: np.ndarray
+    censored: np.ndarray
+
+    def at(self, t: np.ndarray | float) -> np.ndarray:
+        """The estimated share that reached it by each time in ``t``."""
+        padded = np.concatenate([[0.0], self.share])
+        return padded[np.searchsorted(self.times, np.asarray(t, dtype=np.float64), side="right")]
+
+    def median(self) -> float | None:
+        """The first time by which half of the runs are estimated to have reached it."""
+        hits = np.flatnonzero(self.share >= 0.5 - 1e-12)
+        return float(self.times[hits[0]]) if hits.size else None
+
+
+def kaplan_meier(times: np.ndarray, reached: np.ndarray) -> Reached:
+    """Kaplan-Meier estimate from one ``(time, reached)`` pair per run.
+
+    ``times`` holds each run's time when ``reached`` is set, else the time it was censored at
+    (a run not reached by its budget is still at risk up to and including that budget).
+    """
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    reached = np.asarray(reached, dtype=bool).reshape(-1)
+    if times.shape != reached.shape:
+        raise ValueError(f"times has shape {times.shape}, reached {reached.shape}")
+    event_times = np.unique(times[reached])
+    at_risk = (times[None, :] >= event_times[:, None]).sum(axis=1)
+    events = ((times[None, :] == event_times[:, None]) & reached[None, :]).sum(axis=1)
+    share = 1.0 - np.cumprod(1.0 - events / at_risk)
+    return Reached(event_times, share, np.sort(times[~reached]))

@@ -10,9 +10,10 @@ the ``ceil(x * N)`` trajectories with the highest return (at least one). Ties ar
 dataset order: of equal returns, the earlier trajectory is kept. ``top_fraction = 1`` is
 plain BC.
 
-Every ``eval_every`` gradient steps (and at the end) the policy plays ``eval_episodes``
-episodes (phase ``eval``, ``env_steps`` 0 since BC never trains in the environment) and the
-run is checkpointed; a resumed run gives the same numbers as an uninterrupted one.
+Every ``eval_every_updates`` gradient steps (and at the end) the policy is evaluated with
+the protocol every agent shares (:mod:`ogm.train.evaluation`; ``env_steps`` 0, since BC
+never acts while it learns) and the run is checkpointed; a resumed run gives the same
+numbers as an uninterrupted one. The last evaluation point is the final one.
 """
 
 from __future__ import annotations
@@ -30,15 +31,14 @@ from pydantic import Field
 from ogm.baselines.common import (
     EpisodeLog,
     MLPPolicy,
-    evaluate,
     event_names_of,
     load_policy_tensors,
     make_env,
-    mean_or_nan,
     policy_tensors,
     primary_event_of,
 )
 from ogm.data.trajectory import Trajectory
+from ogm.train import evaluation
 from ogm.train.config import CommonConfig
 from ogm.train.offline import load_demonstrations
 from ogm.train.rundir import RunDir, pack_state, unpack_state
@@ -54,8 +54,7 @@ class BCConfig(CommonConfig):
     updates: int = Field(2000, ge=0)
     batch_size: int = Field(256, gt=0)
     learning_rate: float = Field(1e-3, gt=0.0)
-    eval_every: int = Field(1000, gt=0)  # gradient steps between evaluations + checkpoints
-    eval_deterministic: bool = True
+    eval_every_updates: int = Field(1000, gt=0)  # between evaluations + checkpoints
 
 
 def filter_top(trajectories: Sequence[Trajectory], top_fraction: float) -> list[Trajectory]:
@@ -112,16 +111,23 @@ def run(config: BCConfig, run_dir: Path) -> None:
             optimizer.load_state_dict(unpack_state(checkpoint.state["optimizer"], opt))
             generator.set_state(checkpoint.tensors["generator"])
             step, round = checkpoint.step, int(checkpoint.state["round"])
-        log = EpisodeLog(run, event_names, primary)
+        log = EpisodeLog(run, event_names, primary, record_eval=True)
         states, actions = training_arrays(kept)
+
+        @torch.no_grad()
+        def act(obs: np.ndarray, deterministic: bool) -> np.ndarray:
+            return policy.act(torch.as_tensor(obs, device=device), deterministic).cpu().numpy()
+
+        agent = evaluation.StatelessAgent(act)
         tb = run.tensorboard()
         if checkpoint is None:
             run.set_status("running", demonstrations=len(demos), kept=len(kept))
         tick = time.perf_counter()
         losses: list[float] = []
-        n_rounds = max(1, math.ceil(config.updates / config.eval_every))
+        final_eval = {} if checkpoint is None else checkpoint.state["final_eval"]
+        n_rounds = max(1, math.ceil(config.updates / config.eval_every_updates))
         while round < n_rounds:
-            block_end = min(config.updates, (round + 1) * config.eval_every)
+            block_end = min(config.updates, (round + 1) * config.eval_every_updates)
             while step < block_end:
                 index = torch.randint(len(states), (config.batch_size,), generator=generator)
                 loss = bc_loss(policy, states[index].to(device), actions[index].to(device))
@@ -130,22 +136,24 @@ def run(config: BCConfig, run_dir: Path) -> None:
                 optimizer.step()
                 losses.append(loss.item())
                 step += 1
-            evals = _evaluate(policy, config, round)
-            log.write(evals, phase="eval", round=round, env_steps=0)
+            if config.eval_episodes:
+                final_eval = evaluation.log_evaluation(
+                    log, evaluation.evaluate(agent, config), round=round, env_steps=0
+                )
             row = {
                 "round": round,
                 "step": step,
                 "loss": float(np.mean(losses)) if losses else float("nan"),
-                "eval_return_mean": mean_or_nan([t.ret for t in evals]),
-                "eval_performance_mean": mean_or_nan([t.performance for t in evals]),
+                **final_eval,
                 "seconds": time.perf_counter() - tick,
             }
             run.rounds.append(row)
-            for key in ("loss", "eval_return_mean", "eval_performance_mean"):
-                if math.isfinite(row[key]):
-                    tb.add_scalar(f"bc/{key}", row[key], step)
+            for key, value in row.items():
+                if key not in ("round", "step") and math.isfinite(value):
+                    tb.add_scalar(f"bc/{key}", value, step)
             round += 1
             losses, tick = [], time.perf_counter()
+            log.flush()
             opt_tensors, opt_state = pack_state(optimizer.state_dict(), "optim")
             run.save_checkpoint(
                 step,
@@ -154,27 +162,23 @@ def run(config: BCConfig, run_dir: Path) -> None:
                     **opt_tensors,
                     "generator": generator.get_state(),
                 },
-                state={"round": round, "optimizer": opt_state, "policy_spec": policy.spec()},
+                state={
+                    "round": round,
+                    "optimizer": opt_state,
+                    "policy_spec": policy.spec(),
+                    "final_eval": final_eval,
+                },
             )
-        run.set_status("done", demonstrations=len(demos), kept=len(kept), updates=step)
+        run.set_status(
+            "done",
+            demonstrations=len(demos),
+            kept=len(kept),
+            updates=step,
+            env_steps=0,
+            final_eval=evaluation.final_summary(final_eval),
+        )
     except BaseException as err:
         run.set_status("failed", error=f"{type(err).__name__}: {err}")
         raise
     finally:
         run.close()
-
-
-def _evaluate(policy: MLPPolicy, config: BCConfig, round: int) -> list[Trajectory]:
-    if not config.eval_episodes:
-        return []
-    device = next(policy.parameters()).device
-
-    @torch.no_grad()
-    def act(obs: np.ndarray) -> np.ndarray:
-        actions = policy.act(torch.as_tensor(obs, device=device), config.eval_deterministic)
-        return actions.cpu().numpy()
-
-    seed = config.seed + 1_000_003 * (round + 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return evaluate(act, config, config.eval_episodes, seed=seed)

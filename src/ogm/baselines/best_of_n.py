@@ -9,8 +9,9 @@ episode's hidden performance shows what the selection does to the true objective
 an environment that can be replayed from a seed, which every ogm gridworld and Gymnasium
 env is, but not the real world.
 
-The kept episodes go to ``episodes.csv`` (phase ``eval``, ``env_steps`` 0); ``rounds.csv``
-holds one row with the means of the kept episodes and of all candidates (= best-of-1).
+The kept episodes go to ``episodes.csv`` (phase ``eval``, mode ``sampled``, ``env_steps``
+0); ``rounds.csv`` holds one row with the means of the kept episodes and of all candidates
+(= best-of-1).
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from ogm.agents.actor import EpisodeResult
 from ogm.baselines.common import (
     EpisodeLog,
     event_names_of,
-    first_episodes,
     make_env,
     mean_or_nan,
     primary_event_of,
 )
 from ogm.baselines.kl_ppo import PolicyAgent, PretrainedPolicyConfig, load_prior, make_agent
-from ogm.data.trajectory import Trajectory
+from ogm.train import evaluation
 from ogm.train.rundir import RunDir
 
 
@@ -44,22 +45,22 @@ class BestOfNConfig(PretrainedPolicyConfig):
 
 def best_of_n(
     agent: PolicyAgent, config: BestOfNConfig, seed: int
-) -> tuple[Trajectory, list[Trajectory]]:
+) -> tuple[EpisodeResult, list[EpisodeResult]]:
     """The best of ``config.n`` sampled episodes from the start that ``seed`` gives, and all
     the candidates."""
-    candidates = first_episodes(
-        lambda obs: agent.act(obs, deterministic=False),
-        config,
-        [seed] * config.n,
-        reset=agent.reset,
-        observe=agent.observe,
-    )
-    best = max(range(len(candidates)), key=lambda i: (candidates[i].ret, -i))
+    candidates = evaluation.first_episodes(agent, config, [seed] * config.n, deterministic=False)
+    best = max(range(len(candidates)), key=lambda i: (candidates[i].trajectory.ret, -i))
     return candidates[best], candidates
 
 
 def run(config: BestOfNConfig, run_dir: Path) -> None:
-    """Best-of-n episodes of a pretrained policy in ``run_dir`` (redone if interrupted)."""
+    """Best-of-n episodes of a pretrained policy in ``run_dir`` (redone if interrupted).
+
+    The evaluation protocol of every agent, with best-of-n's own way of acting: episode
+    ``k`` starts from evaluation seed ``EVAL_SEED_BASE + k``; in mode ``sampled`` it is the
+    best of ``n`` sampled candidates from that start, in mode ``greedy`` pi_0's greedy
+    episode (all greedy candidates from one start are the same episode).
+    """
     run = RunDir.open_or_create(run_dir, kind="best_of_n", config=config, seed=config.seed)
     if run.status == "done":
         return
@@ -69,29 +70,37 @@ def run(config: BestOfNConfig, run_dir: Path) -> None:
         prior = load_prior(config, run).to(device).eval()
         agent = make_agent(config, prior, prior, device, np.random.default_rng(config.seed))
         probe = make_env(config, 1, seed=None)
-        log = EpisodeLog(run, event_names_of(probe), primary_event_of(probe))
+        log = EpisodeLog(run, event_names_of(probe), primary_event_of(probe), record_eval=True)
         probe.close()
+        seeds = [evaluation.EVAL_SEED_BASE + k for k in range(config.eval_episodes)]
         kept, everything = [], []
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            for k in range(config.eval_episodes):
-                best, candidates = best_of_n(agent, config, seed=config.seed + 1_000_003 * (k + 1))
-                log.write([best], phase="eval", round=0, env_steps=0)
+            torch.manual_seed(evaluation.EVAL_SEED_BASE)
+            greedy = [
+                evaluation.first_episodes(agent, config, [s], deterministic=True)[0] for s in seeds
+            ]
+            for seed in seeds:
+                best, candidates = best_of_n(agent, config, seed)
                 kept.append(best)
                 everything += candidates
+        means = evaluation.log_evaluation(
+            log, {"greedy": greedy, "sampled": kept}, round=0, env_steps=0
+        )
+        log.flush()
         run.rounds.append(
             {
                 "round": 0,
                 "n": config.n,
                 "episodes": len(kept),
-                "return_mean": mean_or_nan([t.ret for t in kept]),
-                "performance_mean": mean_or_nan([t.performance for t in kept]),
-                "candidate_return_mean": mean_or_nan([t.ret for t in everything]),
-                "candidate_performance_mean": mean_or_nan([t.performance for t in everything]),
-                "selection_env_steps": sum(t.length for t in everything),
+                **means,
+                "candidate_return_mean": mean_or_nan([r.trajectory.ret for r in everything]),
+                "candidate_performance_mean": mean_or_nan(
+                    [r.trajectory.performance for r in everything]
+                ),
+                "selection_env_steps": sum(r.trajectory.length for r in everything),
             }
         )
-        run.set_status("done")
+        run.set_status("done", env_steps=0, final_eval=evaluation.final_summary(means))
     except BaseException as err:
         run.set_status("failed", error=f"{type(err).__name__}: {err}")
         raise

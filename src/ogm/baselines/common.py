@@ -12,7 +12,7 @@ objects (observed and hidden rewards, safety events), and :class:`EpisodeLog` wr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,117 +153,68 @@ class EpisodeCollector:
 class EpisodeLog:
     """Writes finished episodes to ``episodes.csv`` and offers them to the episode recorder.
 
-    Episodes are numbered per phase, consecutively over the whole run; the count is read
-    back from the file, so a resumed run (whose logs ``RunDir.resume`` cut back) continues
-    the numbering.
+    Episodes are numbered per (phase, mode), consecutively over the whole run; the counts
+    are read back from the file, so a resumed run (whose logs ``RunDir.resume`` cut back)
+    continues the numbering. The recorder keeps training episodes for the report's
+    animations; agents that never train in the environment (``record_eval``) give it their
+    greedy evaluation episodes instead.
     """
 
     def __init__(
-        self, run: RunDir, event_names: Sequence[str], primary_event: str | None = None
+        self,
+        run: RunDir,
+        event_names: Sequence[str],
+        primary_event: str | None = None,
+        *,
+        record_eval: bool = False,
     ) -> None:
         self.event_names = tuple(event_names)
         self.csv = run.episodes(self.event_names)
         self.recorder = EpisodeRecorder(run.path, primary_event)
-        self.counts: dict[str, int] = {}
+        self.record_eval = record_eval
+        self.counts: dict[tuple[str, str], int] = {}
         for row in self.csv.read():
-            self.counts[row["phase"]] = self.counts.get(row["phase"], 0) + 1
+            key = (row["phase"], row["mode"])
+            self.counts[key] = self.counts.get(key, 0) + 1
 
     def write(
         self,
         trajectories: Sequence[Trajectory],
         *,
         phase: str,
+        mode: str = "sampled",
         round: int,
-        env_steps: int,
+        env_steps: int | Sequence[int],
         target_returns: Sequence[float] | None = None,
     ) -> None:
-        """Append one row per trajectory."""
+        """Append one row per trajectory; ``env_steps`` is one clock value for all, or one
+        per trajectory (the training steps at each episode's end)."""
+        steps = [env_steps] * len(trajectories) if isinstance(env_steps, int) else env_steps
+        record = phase == "train" or (self.record_eval and mode == "greedy")
         rows = []
         for k, traj in enumerate(trajectories):
-            episode = self.counts.get(phase, 0)
-            self.counts[phase] = episode + 1
+            episode = self.counts.get((phase, mode), 0)
+            self.counts[phase, mode] = episode + 1
             target = float("nan") if target_returns is None else target_returns[k]
             rows.append(
                 episode_row(
                     traj,
                     phase=phase,
+                    mode=mode,
                     round=round,
                     episode=episode,
-                    env_steps=env_steps,
+                    env_steps=int(steps[k]),
                     event_names=self.event_names,
                     target_return=target,
                 )
             )
-            if phase == "online":
+            if record:
                 self.recorder.record(traj, episode=episode, phase=phase)
         self.csv.extend(rows)
 
     def flush(self) -> None:
         """Write the recorder's latest episode (call at checkpoints and at the end)."""
         self.recorder.flush()
-
-
-def first_episodes(
-    act: Callable[[np.ndarray], np.ndarray],
-    config: CommonConfig,
-    seeds: Sequence[int],
-    *,
-    reset: Callable[[int], None] | None = None,
-    observe: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
-) -> list[Trajectory]:
-    """The first episode of each of ``len(seeds)`` copies, copy ``i`` reset with ``seeds[i]``.
-
-    ``act(obs) -> actions`` chooses the actions of all copies. Policies with a memory get
-    ``reset(num_envs)`` first and ``observe(actions, rewards, done)`` after each step.
-    """
-    n = len(seeds)
-    env = make_env(config, n, seed=None)
-    try:
-        obs, _ = env.reset(seed=[int(s) for s in seeds])
-        collector = EpisodeCollector(n, event_names_of(env))
-        collector.start(obs)
-        if reset is not None:
-            reset(n)
-        first: list[Trajectory | None] = [None] * n
-        while any(t is None for t in first):
-            actions = act(obs)
-            obs, rewards, terminated, truncated, infos = env.step(actions)
-            done = np.logical_or(terminated, truncated)
-            if observe is not None:
-                observe(actions, rewards, done)
-            ended = iter(collector.step(actions, obs, rewards, terminated, truncated, infos))
-            for i in np.flatnonzero(done):
-                traj = next(ended)
-                if first[i] is None:
-                    first[i] = traj
-    finally:
-        env.close()
-    return first  # type: ignore[return-value]
-
-
-def evaluate(
-    act: Callable[[np.ndarray], np.ndarray],
-    config: CommonConfig,
-    n_episodes: int,
-    seed: int,
-    *,
-    reset: Callable[[int], None] | None = None,
-    observe: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None,
-) -> list[Trajectory]:
-    """Run ``n_episodes`` evaluation episodes with the action function ``act(obs) -> actions``.
-
-    Episodes run in waves of up to ``config.num_envs`` copies (:func:`first_episodes`), so
-    short episodes are not over-represented; episode ``k`` of wave ``w`` has seed
-    ``seed + 1000 w + k``.
-    """
-    trajectories: list[Trajectory] = []
-    wave = 0
-    while len(trajectories) < n_episodes:
-        n = min(config.num_envs, n_episodes - len(trajectories))
-        seeds = [seed + 1000 * wave + k for k in range(n)]
-        trajectories += first_episodes(act, config, seeds, reset=reset, observe=observe)
-        wave += 1
-    return trajectories
 
 
 # ----------------------------------------------------------------------------- MLP policy

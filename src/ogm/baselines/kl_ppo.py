@@ -42,7 +42,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from ogm.agents.actor import DTActor
+from ogm.agents.actor import DTActor, EpisodeResult
 from ogm.agents.conditioning import make_strategy
 from ogm.baselines.bc import BCConfig
 from ogm.baselines.bc import run as run_bc
@@ -50,7 +50,6 @@ from ogm.baselines.common import (
     MLP,
     EpisodeCollector,
     EpisodeLog,
-    evaluate,
     event_names_of,
     load_mlp_policy,
     load_policy_tensors,
@@ -61,6 +60,7 @@ from ogm.baselines.common import (
 )
 from ogm.data.trajectory import Trajectory
 from ogm.models.decision_transformer import CategoricalPolicy, DecisionTransformer, Policy
+from ogm.train import evaluation
 from ogm.train.config import CommonConfig
 from ogm.train.offline import OfflineConfig, load_model, load_model_tensors, model_checkpoint
 from ogm.train.offline import run as run_offline
@@ -100,8 +100,6 @@ class KLPPOConfig(PretrainedPolicyConfig):
     vf_coef: float = Field(0.5, ge=0.0)
     max_grad_norm: float = Field(0.5, gt=0.0)
     critic_arch: list[int] = Field(default_factory=lambda: [64, 64])
-    eval_every: int = Field(10_000, gt=0)  # env steps between evaluations + checkpoints
-    eval_deterministic: bool = True
 
 
 # ----------------------------------------------------------------------------- the penalty
@@ -204,7 +202,12 @@ class DTAgent(PolicyAgent):
     """The Decision Transformer: the input is the last K steps of context of each copy.
 
     Contexts live in a :class:`DTActor` over the frozen prior, which also supplies
-    ``P(R | s_0)`` for the strategy that picks each episode's target return.
+    ``P(R | s_0)`` for the strategy that picks each episode's target return. The
+    return-to-go fed to the policy and the prior (the target minus the rewards so far) is
+    clamped into the prior's return-bin center range, the returns-to-go it was trained on:
+    once the policy beats its target the remaining return goes below zero, and the prior,
+    which never saw such a value, would answer with arbitrary actions and turn the KL
+    penalty into noise. Within the range the conditioning is unchanged.
     """
 
     def __init__(
@@ -224,7 +227,7 @@ class DTAgent(PolicyAgent):
         self.targets = np.zeros(0)
 
     def reset(self, num_envs: int) -> None:
-        self.actor = DTActor(self.prior, num_envs, device=self.device)
+        self.actor = DTActor(self.prior, num_envs, device=self.device, clamp_returns_to_go=True)
         self.starting = np.ones(num_envs, bool)
         self.targets = np.zeros(num_envs)
 
@@ -328,6 +331,7 @@ class KLPPO:
         self.agent = self.make_agent()
         self.env_steps = 0
         self.updates = 0
+        self.final_eval: dict[str, float] = {}  # means of the latest evaluation point
 
     def make_agent(self) -> PolicyAgent:
         return make_agent(self.config, self.policy, self.prior, self.device, self.rng)
@@ -467,6 +471,7 @@ class KLPPO:
             numpy_rng=self.rng.bit_generator.state,
             env_steps=self.env_steps,
             updates=self.updates,
+            final_eval=self.final_eval,
         )
         if isinstance(self.agent, DTAgent):
             state["strategy"] = self.agent.strategy.state_dict()
@@ -483,28 +488,19 @@ class KLPPO:
         self.generator.set_state(tensors["generator"])
         self.rng.bit_generator.state = state["numpy_rng"]
         self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        self.final_eval = state["final_eval"]
         if isinstance(self.agent, DTAgent):
             self.agent.strategy.load_state_dict(state["strategy"])
 
-    def evaluate(self, round: int) -> list[Trajectory]:
-        cfg = self.config
-        if not cfg.eval_episodes:
-            return []
+    def evaluate(self) -> dict[str, list[EpisodeResult]]:
+        """An evaluation point of the shared protocol. A DT policy is conditioned as in
+        training (the prior's return head and the strategy's state so far), with its own
+        target draws."""
         agent = self.make_agent()
-        if isinstance(agent, DTAgent):  # evaluation draws its own targets, apart from training's
-            agent.rng = np.random.default_rng(cfg.seed + 7_777 * (round + 1))
+        if isinstance(agent, DTAgent):
+            agent.rng = np.random.default_rng(evaluation.EVAL_SEED_BASE)
             agent.strategy.load_state_dict(self.agent.strategy.state_dict())
-        seed = cfg.seed + 1_000_003 * (round + 1)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return evaluate(
-                lambda obs: agent.act(obs, cfg.eval_deterministic),
-                cfg,
-                cfg.eval_episodes,
-                seed=seed,
-                reset=agent.reset,
-                observe=agent.observe,
-            )
+        return evaluation.evaluate(agent, self.config)
 
 
 def run(config: KLPPOConfig, run_dir: Path) -> None:
@@ -531,9 +527,7 @@ def run(config: KLPPOConfig, run_dir: Path) -> None:
             rollout, obs, finished, targets = trainer.collect(obs, collector)
             stats = trainer.update(rollout)
             round, steps = trainer.updates - 1, trainer.env_steps
-            log.write(
-                finished, phase="online", round=round, env_steps=steps, target_returns=targets
-            )
+            log.write(finished, phase="train", round=round, env_steps=steps, target_returns=targets)
             row = {
                 "round": round,
                 "env_steps": steps,
@@ -549,12 +543,18 @@ def run(config: KLPPOConfig, run_dir: Path) -> None:
                     tb.add_scalar(f"kl_ppo/{key}", value, steps)
             crossed = steps // config.eval_every > (steps - per_rollout) // config.eval_every
             if crossed or steps >= config.total_timesteps:
-                evals = trainer.evaluate(round)
-                log.write(evals, phase="eval", round=round, env_steps=steps)
+                if config.eval_episodes:
+                    trainer.final_eval = evaluation.log_evaluation(
+                        log, trainer.evaluate(), round=round, env_steps=steps
+                    )
                 log.flush()
                 tensors, state = trainer.state()
                 run.save_checkpoint(steps, tensors=tensors, state=state)
-        run.set_status("done", env_steps=trainer.env_steps)
+        run.set_status(
+            "done",
+            env_steps=trainer.env_steps,
+            final_eval=evaluation.final_summary(trainer.final_eval),
+        )
     except BaseException as err:
         run.set_status("failed", error=f"{type(err).__name__}: {err}")
         raise

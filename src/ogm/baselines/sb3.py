@@ -3,9 +3,9 @@
 SB3's conventions stay inside this module. :class:`SB3VecEnv` adapts our Gymnasium vector
 env (same-step autoreset; for gridworlds one numpy engine, no per-copy Python env) to SB3's
 ``VecEnv``, and collects every finished episode with its hidden reward and safety events.
-:class:`RoundCallback` writes those episodes to ``episodes.csv`` (phase ``online``) and,
-every ``eval_every`` environment steps, closes a *round*: a ``rounds.csv`` row, evaluation
-episodes (phase ``eval``) and a checkpoint.
+:class:`RoundCallback` writes those episodes to ``episodes.csv`` (phase ``train``) and,
+every ``eval_every`` environment steps, closes a *round*: a ``rounds.csv`` row, an evaluation
+point of the protocol every agent shares (:mod:`ogm.train.evaluation`) and a checkpoint.
 
 Checkpoints hold no pickle: the networks and optimisers (SB3's own list of them, from
 ``get_parameters``) go to safetensors + JSON, and the replay buffer of DQN / SAC to a plain
@@ -39,13 +39,13 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 from ogm.baselines.common import (
     EpisodeCollector,
     EpisodeLog,
-    evaluate,
     event_names_of,
     make_env,
     mean_or_nan,
     primary_event_of,
 )
 from ogm.data.trajectory import Trajectory
+from ogm.train import evaluation
 from ogm.train.config import CommonConfig
 from ogm.train.rundir import (
     RunDir,
@@ -76,8 +76,6 @@ class SB3Config(CommonConfig):
     kind: Literal["sb3"] = "sb3"
     algo: Literal["ppo", "dqn", "sac"] = "ppo"
     total_timesteps: int = Field(100_000, gt=0)
-    eval_every: int = Field(10_000, gt=0)  # env steps per round (eval + checkpoint)
-    eval_deterministic: bool = True
     net_arch: list[int] = Field(default_factory=lambda: [64, 64])
     hyperparams: dict[str, Any] = Field(default_factory=dict)
 
@@ -231,11 +229,12 @@ class RoundCallback(BaseCallback):
         self.round = round
         self.round_start = time.perf_counter()
         self.round_episodes: list[Trajectory] = []
+        self.final_eval: dict[str, float] = {}
 
     def _on_step(self) -> bool:
         if self.venv.finished:
             self.log.write(
-                self.venv.finished, phase="online", round=self.round, env_steps=self.num_timesteps
+                self.venv.finished, phase="train", round=self.round, env_steps=self.num_timesteps
             )
             self.round_episodes += self.venv.finished
             self.venv.finished = []
@@ -252,15 +251,18 @@ class RoundCallback(BaseCallback):
     def end_round(self) -> None:
         """Write the round's summary and eval episodes, then checkpoint."""
         config, model = self.config, self.model
-        evals = []
+        means: dict[str, float] = {}
         if config.eval_episodes:
-            evals = evaluate(
-                lambda obs: model.predict(obs, deterministic=config.eval_deterministic)[0],
-                config,
-                config.eval_episodes,
-                seed=config.seed + 1_000_003 * (self.round + 1),
+            agent = evaluation.StatelessAgent(
+                lambda obs, deterministic: model.predict(obs, deterministic=deterministic)[0]
             )
-            self.log.write(evals, phase="eval", round=self.round, env_steps=self.num_timesteps)
+            means = evaluation.log_evaluation(
+                self.log,
+                evaluation.evaluate(agent, config),
+                round=self.round,
+                env_steps=self.num_timesteps,
+            )
+            self.final_eval = means
         train = self.round_episodes
         row = {
             "round": self.round,
@@ -268,8 +270,7 @@ class RoundCallback(BaseCallback):
             "episodes": len(train),
             "return_mean": mean_or_nan([t.ret for t in train]),
             "performance_mean": mean_or_nan([t.performance for t in train]),
-            "eval_return_mean": mean_or_nan([t.ret for t in evals]),
-            "eval_performance_mean": mean_or_nan([t.performance for t in evals]),
+            **means,
             "seconds": time.perf_counter() - self.round_start,
         }
         self.run.rounds.append(row)
@@ -280,7 +281,7 @@ class RoundCallback(BaseCallback):
         self.round += 1
         self.round_episodes = []
         self.log.flush()
-        save_model(self.run, model, {"round": self.round})
+        save_model(self.run, model, {"round": self.round, "final_eval": self.final_eval})
         self.round_start = time.perf_counter()
 
 
@@ -325,10 +326,16 @@ def run(config: SB3Config, run_dir: Path) -> None:
             round = int(checkpoint.state["round"])
         log = EpisodeLog(run, venv.collector.event_names, primary_event_of(venv.env))
         callback = RoundCallback(config, run, venv, log, round)
+        if checkpoint is not None:
+            callback.final_eval = checkpoint.state["final_eval"]
         remaining = config.total_timesteps - model.num_timesteps
         if remaining > 0:
             model.learn(remaining, callback=callback, reset_num_timesteps=checkpoint is None)
-        run.set_status("done", env_steps=model.num_timesteps)
+        run.set_status(
+            "done",
+            env_steps=model.num_timesteps,
+            final_eval=evaluation.final_summary(callback.final_eval),
+        )
     except BaseException as err:
         run.set_status("failed", error=f"{type(err).__name__}: {err}")
         raise

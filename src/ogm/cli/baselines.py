@@ -17,6 +17,8 @@ from typing import Annotated
 
 import typer
 
+from ogm.cli.summary import run_summary
+
 # command name -> (module, config class); the module is imported only when the command runs
 KINDS = {
     "sb3": (
@@ -62,7 +64,7 @@ def _command(module_name: str, config_name: str, help_text: str):
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
         module.run(cfg, out)
-        typer.echo(f"run written to {out}")
+        typer.echo(run_summary(out))
 
     command.__doc__ = help_text
     return command

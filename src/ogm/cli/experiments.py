@@ -41,6 +41,9 @@ def _run(
         )
     except (ExperimentError, RunnerError) as err:
         _fail(str(err))
+    from ogm.cli.summary import experiment_summary
+
+    typer.echo(experiment_summary(out, [o.run.relpath for o in summary.outcomes]))
     typer.echo(
         f"{spec.name}: {summary.count('done')} done, {summary.count('skipped')} already done, "
         f"{summary.count('failed')} failed -> {out}"
@@ -49,6 +52,7 @@ def _run(
         typer.echo(f"  failed {outcome.run.relpath}: {outcome.detail}", err=True)
     if summary.failed:
         typer.echo("run the same command again to retry or resume them", err=True)
+        raise typer.Exit(1)
     return out
 
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ogm.cli.summary import run_summary
+
 
 def train_offline(
     out: Annotated[Path, typer.Option(help="Run directory to create or resume.")],
@@ -20,7 +22,7 @@ def train_offline(
         typer.Option("--set", help="Override a config key, e.g. --set updates=500 (repeatable)."),
     ] = None,
 ) -> None:
-    """Train a Decision Transformer on demonstrations, then evaluate it (phase offline_eval).
+    """Train a Decision Transformer on demonstrations, then evaluate it (greedy and sampled, held-out starts).
 
     The environment defaults to the one the dataset was collected in.
     """
@@ -43,7 +45,7 @@ def train_offline(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     run(cfg, out)
-    typer.echo(f"run written to {out}")
+    typer.echo(run_summary(out))
 
 
 def register(app: typer.Typer) -> None:

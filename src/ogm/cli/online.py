@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ogm.cli.summary import run_summary
+
 ConfigOption = Annotated[Path | None, typer.Option(help="TOML config (OnlineConfig).")]
 SetOption = Annotated[
     list[str] | None,
@@ -50,7 +52,7 @@ def _start(cfg_factory, out: Path) -> None:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     run(cfg, out)
-    typer.echo(f"run written to {out}")
+    typer.echo(run_summary(out))
 
 
 def train_online(
@@ -61,7 +63,7 @@ def train_online(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Finetune a pretrained Decision Transformer online (ODT with the seed's controls).
+    """Finetune a pretrained Decision Transformer online (ODT with the essay's controls).
 
     Environment and demonstrations default to those of the pretrained run.
     """
@@ -123,9 +125,10 @@ def resume(run_dir: Annotated[Path, typer.Argument(help="Run directory to contin
         raise typer.Exit(2) from None
     if record.status == "done":
         typer.echo(f"{run_dir} is already done")
+        typer.echo(run_summary(run_dir))
         return
     run(cfg, run_dir)
-    typer.echo(f"run {run_dir} resumed and finished")
+    typer.echo(run_summary(run_dir))
 
 
 def register(app: typer.Typer) -> None:

@@ -381,14 +381,21 @@ def collect_dataset(
     """Collect the episodes ``recipe`` describes and write them, recipe included, to ``out_dir``."""
     from ogm.data.demonstrators import collect
 
-    trajectories = collect(
-        recipe.env_id,
-        recipe.episodes,
-        epsilon=recipe.epsilon,
-        skill=recipe.skill,
-        seed=recipe.seed,
-        **recipe.env_kwargs,
-    )
+    skills = recipe.skills
+    by_skill = [
+        collect(
+            recipe.env_id,
+            len(range(k, recipe.episodes, len(skills))),
+            epsilon=recipe.epsilon,
+            skill=skill,
+            seed=recipe.seed + k * recipe.episodes,  # distinct starts for every episode
+            **recipe.env_kwargs,
+        )
+        for k, skill in enumerate(skills)
+        if k < recipe.episodes
+    ]
+    # episode i is demonstrated at skill i % len(skills)
+    trajectories = [by_skill[i % len(skills)][i // len(skills)] for i in range(recipe.episodes)]
     return write_dataset(
         trajectories,
         out_dir,

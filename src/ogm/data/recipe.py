@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+Skill = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class DatasetRecipe(BaseModel):
     """A demonstration dataset described by how it is collected.
 
     ``epsilon`` is the trembling hand (probability of a uniformly random action) and
-    ``skill`` in [0, 1] how directly the scripted demonstrator does the task.
+    ``skill`` in [0, 1] how directly the scripted demonstrator does the task. A list of
+    skills is a population of demonstrators: episode ``i`` is demonstrated at
+    ``skill[i % len(skill)]``, so the returns spread with what the demonstrators did, which
+    return conditioning needs (with one skill, returns may differ only by luck).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -22,8 +27,13 @@ class DatasetRecipe(BaseModel):
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
     episodes: int = Field(200, gt=0)
     epsilon: float = Field(0.05, ge=0.0, le=1.0)
-    skill: float = Field(1.0, ge=0.0, le=1.0)
+    skill: Skill | Annotated[list[Skill], Field(min_length=1, max_length=100)] = 1.0
     seed: int = 0
+
+    @property
+    def skills(self) -> list[float]:
+        """The skill of each demonstrator in the population (one for a single skill)."""
+        return [float(s) for s in self.skill] if isinstance(self.skill, list) else [self.skill]
 
     def digest(self) -> str:
         """A short stable hash of the recipe, used to cache the collected dataset."""

@@ -10,8 +10,9 @@ Layout of an experiment's output folder::
 Runs whose ``run.json`` says ``done`` are skipped; any other run is started, which resumes it
 from its latest checkpoint when it has one (every agent's ``run`` does this). Each run is a
 child process of its own, so a failing or killed run is reported and the others go on.
-Backends: ``local`` (a pool of ``workers`` spawned processes, one torch thread each when the
-pool fills the machine) and ``ray`` (one Ray task per run on a cluster; the output folder must
+Every run gets the same number of torch threads (``ogm.train.config.torch_threads``, one
+by default), whether it runs alone or in a pool, so a restarted run computes exactly what
+it would have. Backends: ``local`` (a pool of ``workers`` spawned processes) and ``ray`` (one Ray task per run on a cluster; the output folder must
 be on a file system every node sees).
 """
 
@@ -32,6 +33,7 @@ from typing import Literal
 from ogm.analysis.runs import EXPERIMENT_FILE
 from ogm.experiments import registry
 from ogm.experiments.spec import ExperimentSpec, RunSpec, expand
+from ogm.train.config import torch_threads
 from ogm.train.rundir import RUN_FILE, RunDir, RunDirError, atomic_write_text
 
 ERROR_FILE = "error.txt"
@@ -135,7 +137,7 @@ def _run_local(
     todo: list[tuple[RunSpec, Path]], workers: int, report: Callable[[Outcome], None]
 ) -> None:
     context = mp.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = torch_threads()
     pending = deque(todo)
     active: dict[int, tuple[mp.process.BaseProcess, RunSpec, Path]] = {}
     try:
@@ -170,7 +172,8 @@ def _run_ray(todo: list[tuple[RunSpec, Path]], report: Callable[[Outcome], None]
     if not ray.is_initialized():
         ray.init()  # a cluster when RAY_ADDRESS is set, else a local one
     task = ray.remote(num_cpus=1, max_retries=0)(run_in_worker)
-    refs = {task.remote(1, _task_args(run, path)): (run, path) for run, path in todo}
+    threads = torch_threads()
+    refs = {task.remote(threads, _task_args(run, path)): (run, path) for run, path in todo}
     while refs:
         ready, _ = ray.wait(list(refs), num_returns=1)
         for ref in ready:

@@ -43,8 +43,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from ogm.data.recipe import DatasetRecipe
 from ogm.experiments import registry
 from ogm.train.config import ConfigError, apply_overrides
 
@@ -70,15 +79,16 @@ class EnvironmentSpec(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-class DatasetSpec(BaseModel):
-    """The demonstrations (``DatasetRecipe`` fields other than the environment)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    episodes: int = Field(200, gt=0)
-    epsilon: float = Field(0.05, ge=0.0, le=1.0)
-    skill: float = Field(1.0, ge=0.0, le=1.0)
-    seed: int = 0
+DatasetSpec = create_model(
+    "DatasetSpec",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="The demonstrations: the DatasetRecipe fields other than the environment.",
+    **{
+        name: (info.annotation, info)
+        for name, info in DatasetRecipe.model_fields.items()
+        if name not in ("env_id", "env_kwargs")
+    },
+)
 
 
 class AgentSpec(BaseModel):
@@ -162,7 +172,7 @@ class ExperimentSpec(BaseModel):
     name: str
     description: str = ""
     environment: EnvironmentSpec
-    dataset: DatasetSpec | None = None
+    dataset: DatasetSpec | None = None  # type: ignore[valid-type]
     primary_event: str | None = None
     seeds: list[int] = Field(min_length=1)
     common: dict[str, Any] = Field(default_factory=dict)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ogm.data.recipe import DatasetRecipe
+
+if TYPE_CHECKING:
+    import torch
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,16 +34,43 @@ class CommonConfig(BaseModel):
     env_id: str = "ogm/TomatoWatering-v0"
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
     dataset: DatasetRecipe | str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # training seeds stay apart from evaluation's
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    num_envs: int = Field(16, gt=0)
-    eval_episodes: int = Field(20, ge=0)
+    num_envs: int = Field(16, gt=0, le=4096)
+    # The evaluation protocol (ogm.train.evaluation): episodes per mode at every evaluation
+    # point, and the environment steps of training between points (agents that train in
+    # the environment; the others are evaluated once their training ends).
+    eval_episodes: int = Field(20, ge=0, le=10_000)
+    eval_every: int = Field(10_000, gt=0)
 
     def torch_device(self) -> torch.device:
         """The device to compute on: ``auto`` picks CUDA when present, else CPU."""
+        import torch
+
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+
+THREADS_VARIABLE = "OGM_THREADS"
+
+
+def torch_threads() -> int:
+    """Torch threads per run: ``$OGM_THREADS``, default 1.
+
+    One thread is the right default for ogm's small models on a shared CPU: two runs with
+    one thread each beat one run with two threads, and a two-thread run on a busy machine
+    slows down several times. Every run gets the same count, whether it runs alone or in a
+    pool, so the same seed gives the same numbers (float reductions depend on the count).
+    """
+    raw = os.environ.get(THREADS_VARIABLE, "1")
+    try:
+        threads = int(raw)
+    except ValueError:
+        threads = 0
+    if not 1 <= threads <= 1024:
+        raise ConfigError(f"{THREADS_VARIABLE} must be an integer from 1 to 1024, got {raw!r}")
+    return threads
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

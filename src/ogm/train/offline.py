@@ -2,9 +2,11 @@
 
 ``run(config, run_dir)`` loads the demonstrations, fits a :class:`DecisionTransformer` on
 segments of them (AdamW, linear warm-up, grad-norm clipping), checkpoints it, and finally
-acts in the environment with the configured conditioning strategy, writing the evaluation
-episodes to ``episodes.csv`` with phase ``offline_eval``. A run directory that already
-holds a checkpoint is resumed from it, with the same numbers as an uninterrupted run.
+evaluates it with the protocol every agent shares (:mod:`ogm.train.evaluation`; the
+configured conditioning strategy picks the targets, its percentiles taken over the
+dataset's returns), at ``env_steps = 0``: the GM agent never acts while it learns. A run
+directory that already holds a checkpoint is resumed from it, with the same numbers as an
+uninterrupted run.
 
 The building blocks (``build_model``, ``make_optimizer``, ``update``, ``load_model``) are
 public so that the online trainer and the baselines use the same ones.
@@ -25,16 +27,18 @@ import torch
 from gymnasium.vector import AutoresetMode
 from pydantic import Field, field_validator
 
-from ogm.agents.actor import DTActor, rollout
+from ogm.agents.actor import ConditionedDT
 from ogm.agents.conditioning import make_strategy
+from ogm.agents.fidelity import fidelity_targets, measure_fidelity, write_fidelity
+from ogm.baselines.common import EpisodeLog, event_names_of, primary_event_of
 from ogm.data.trajectory import Trajectory
 from ogm.models.decision_transformer import DecisionTransformer, DTConfig, return_bin_edges_for
+from ogm.train import evaluation
 from ogm.train.config import CommonConfig
 from ogm.train.rundir import (
     Checkpoint,
     RunDir,
     RunDirError,
-    episode_row,
     load_checkpoint,
     pack_state,
     set_torch_rng_state,
@@ -56,13 +60,16 @@ class OfflineConfig(CommonConfig):
     activation: Literal["relu", "gelu"] = "relu"
     context_len: int = Field(20, gt=0)  # K during training
     eval_context_len: int | None = Field(None, gt=0)  # K when acting (default: context_len)
-    use_timesteps: bool = False
-    max_ep_len: int = Field(1000, gt=0)
+    # Timestep embedding; None: on when a time limit cut any demonstration (build_model)
+    use_timesteps: bool | None = None
+    max_ep_len: int | None = Field(None, gt=0)  # None: the longest demonstration
     n_bins: int = Field(64, gt=0)  # return bins of the return head
     # Range of the return bins' centers (unscaled). Default: the data's returns-to-go. Set
     # it wider for online runs, so the return head can represent returns found online.
     return_range: tuple[float, float] | None = None
-    reward_scale: float = Field(1.0, gt=0.0)
+    # Returns-to-go are multiplied by this in the model; None: 1 / max |return-to-go| of the
+    # data, so that the return token sees values in [-1, 1] (see build_model)
+    reward_scale: float | None = Field(None, gt=0.0)
     # optimisation
     updates: int = Field(3000, ge=0)
     batch_size: int = Field(64, gt=0)
@@ -76,7 +83,10 @@ class OfflineConfig(CommonConfig):
     log_every: int = Field(100, gt=0)
     checkpoint_every: int = Field(1000, gt=0)
     strategy: str = "percentile:90"
-    eval_deterministic: bool = True
+    # Conditioning fidelity (ogm.agents.fidelity) after training: this many targets over
+    # the demonstrations' return range (0: not measured), each asked of eval_episodes
+    # episodes per mode; written to fidelity.csv and summarised in run.json
+    fidelity_targets: int = Field(9, ge=0, le=100)
 
     @field_validator("strategy")
     @classmethod
@@ -118,8 +128,24 @@ def build_model(
     config: OfflineConfig, trajectories: Sequence[Trajectory], action_space: gym.Space
 ) -> DecisionTransformer:
     """A fresh model sized for the data: return bins over its returns-to-go, normaliser
-    from its observations, action head from ``action_space``."""
+    from its observations, action head from ``action_space``.
+
+    Fields the config leaves at None are read off the data, so that the return token can
+    condition the policy in every game (see the model's module docstring):
+
+    - ``reward_scale = 1 / max |return-to-go|``: the model sees returns in [-1, 1];
+    - ``use_timesteps`` is on when a time limit cut any demonstration (it ends truncated).
+      The return still to come then depends on the steps left, which a gridworld's
+      observation does not show (every ogm gridworld stops at ``max_steps=100``), so the
+      model needs the clock. Demonstrations that all end by termination go without (ODT);
+    - ``max_ep_len`` is the longest demonstration: the time limit, when one cut them.
+    """
     rtg = np.concatenate([t.returns_to_go() for t in trajectories])
+    largest = float(np.abs(rtg).max())
+    reward_scale = config.reward_scale or (1.0 / largest if largest > 0 else 1.0)
+    use_timesteps = config.use_timesteps
+    if use_timesteps is None:
+        use_timesteps = any(bool(t.truncations.any()) for t in trajectories)
     if isinstance(action_space, gym.spaces.Discrete):
         action = {"act_dim": int(action_space.n), "discrete": True}
     elif isinstance(action_space, gym.spaces.Box):
@@ -138,10 +164,10 @@ def build_model(
         return_bin_edges=return_bin_edges_for(
             *(config.return_range or (rtg.min(), rtg.max())), config.n_bins
         ),
-        reward_scale=config.reward_scale,
+        reward_scale=reward_scale,
         context_len=config.context_len,
-        max_ep_len=config.max_ep_len,
-        use_timesteps=config.use_timesteps,
+        max_ep_len=config.max_ep_len or max(t.length for t in trajectories),
+        use_timesteps=use_timesteps,
         n_layer=config.n_layer,
         n_head=config.n_head,
         n_embd=config.n_embd,
@@ -305,17 +331,17 @@ def run(config: OfflineConfig, run_dir: Path) -> None:
     input leaves nothing behind.
     """
     trajectories = load_demonstrations(config)
-    num_envs = max(1, min(config.num_envs, config.eval_episodes))
-    with contextlib.closing(make_eval_env(config, num_envs)) as env:
-        run = RunDir.open_or_create(run_dir, kind="dt", config=config, seed=config.seed)
-        try:
-            model = train(config, run, trajectories, env.single_action_space)
-            evaluate(config, run, model, env, [t.ret for t in trajectories])
-        except BaseException:
-            run.set_status("failed")
-            raise
-        finally:
-            run.close()
+    with contextlib.closing(make_eval_env(config, 1)) as env:
+        action_space = env.single_action_space
+    run = RunDir.open_or_create(run_dir, kind="dt", config=config, seed=config.seed)
+    try:
+        model = train(config, run, trajectories, action_space)
+        evaluate(config, run, model, [t.ret for t in trajectories])
+    except BaseException:
+        run.set_status("failed")
+        raise
+    finally:
+        run.close()
 
 
 def train(
@@ -370,40 +396,27 @@ def evaluate(
     config: OfflineConfig,
     run: RunDir,
     model: DecisionTransformer,
-    env: gym.vector.VectorEnv,
     dataset_returns: Sequence[float],
 ) -> None:
-    """Act with the configured strategy (percentiles over the dataset's returns) and write
-    the episodes (phase ``offline_eval``) and their means (in run.json)."""
+    """Evaluate the trained model (see the module doc) and measure its conditioning
+    fidelity; the means and the fidelity summary go to ``run.json``."""
     strategy = make_strategy(config.strategy)
     strategy.observe(dataset_returns)
-    actor = DTActor(model, env.num_envs, context_len=config.eval_context_len)
-    results = rollout(
-        actor,
-        env,
-        strategy,
-        config.eval_episodes,
-        seed=config.seed + 1_000_000,  # evaluation seeds apart from training's
-        deterministic=config.eval_deterministic,
-    )
-    event_names = list(results[0].trajectory.events) if results else []
-    run.episodes(event_names).extend(
-        episode_row(
-            r.trajectory,
-            phase="offline_eval",
-            round=0,
-            episode=i,
-            env_steps=0,
-            event_names=event_names,
-            target_return=r.target_return,
+    agent = ConditionedDT(model, strategy, context_len=config.eval_context_len)
+    with contextlib.closing(make_eval_env(config, 1)) as env:
+        log = EpisodeLog(run, event_names_of(env), primary_event_of(env), record_eval=True)
+    means = evaluation.log_evaluation(log, evaluation.evaluate(agent, config), round=0, env_steps=0)
+    log.flush()
+    fidelity = None
+    if config.fidelity_targets and config.eval_episodes:
+        measured = measure_fidelity(
+            model,
+            config,
+            fidelity_targets(dataset_returns, config.fidelity_targets),
+            episodes_per_target=config.eval_episodes,
+            context_len=config.eval_context_len,
         )
-        for i, r in enumerate(results)
-    )
-    trajectories = [r.trajectory for r in results]
+        fidelity = write_fidelity(run.path, measured)
     run.set_status(
-        "done",
-        eval_return_mean=float(np.mean([t.ret for t in trajectories])) if results else None,
-        eval_performance_mean=(
-            float(np.mean([t.performance for t in trajectories])) if results else None
-        ),
+        "done", env_steps=0, final_eval=evaluation.final_summary(means), fidelity=fidelity
     )

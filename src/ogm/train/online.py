@@ -11,23 +11,36 @@ Decision Transformer pretrained offline keeps training on its own trajectories. 
    entropy constraint: the loss has a ``- alpha * H`` term and ``alpha = exp(log_alpha)``
    follows the dual update ``min alpha * (H - target_entropy)`` with its own Adam.
 
-On top of ODT, the seed essay's controls, each a config field and each logged:
+``preset = "odt"`` sets ODT's published settings (one episode then 300 updates per round,
+exploration at twice the evaluation target, ...: :data:`PRESETS`); fields set explicitly
+override it.
 
-- ``demo_fraction``: exactly ``round(demo_fraction * batch_size)`` segments of every batch
-  come from the original demonstrations, whatever the buffer holds;
+On top of ODT, the controls of the essay "Safety considerations for online generative
+modeling", each a config field and each logged every round:
+
+- ``demo_fraction = f``: exactly ``round(f * batch_size)`` segments of every batch are
+  demonstrations and the rest come from online episodes only (the buffer then holds online
+  episodes alone). ``None`` is ODT as published: one buffer that starts with the
+  demonstrations, so their share falls as online episodes come in; it is logged
+  (``demo_share``) either way;
 - ``strategy``: how the exploration target is chosen (its state follows every episode);
-- ``entropy``: the entropy constraint on or off (off: ``alpha = 0``, no dual update);
-- ``max_kl_per_round``: a cap on how fast behaviour may shift. A fixed probe set of
-  demonstration segments is drawn once. The round's updates run in blocks of
-  ``kl_check_every``; after each block the mean KL(policy at the round's start || policy
-  now) over the probe steps is measured, and if it exceeds the cap the block is rolled back
-  (model, optimisers, temperature) and the round's updates stop. So the KL logged for the
-  round never exceeds the cap. The KL to the previous round and to the offline policy are
-  logged every round whether or not a cap is set.
+- ``entropy``: the entropy constraint on or off (off: ``alpha = 0``, no dual update). The
+  default ``target_entropy`` for discrete actions is the offline policy's own mean entropy
+  on demonstration states, so the temperature holds the policy at the demonstrator's
+  randomness instead of paying a fixed bonus for more;
+- ``max_kl_per_round``: a cap on how fast behaviour may shift, measured on two probes: a
+  fixed set of demonstration segments, and segments of the round's own episodes fed the
+  returns-to-go the policy acted on (target minus rewards so far). The round's updates run
+  in blocks of ``kl_check_every``; after each block the mean KL(policy at the round's start
+  || policy now) is measured on both, and if either exceeds the cap the block's step is
+  halved back towards its start until it fits (at most ``kl_backtracks`` times, else the
+  block is undone) and the round's updates stop. So the KL logged for the round never
+  exceeds the cap, yet a tight cap slows learning instead of stopping it.
 
-Evaluation episodes (deterministic actions, the evaluation strategy's target, seeds apart
-from training's) run at round 0, i.e. after offline training alone, then every
-``eval_every`` rounds and at the last round.
+Evaluation follows the protocol every ogm agent shares (:mod:`ogm.train.evaluation`:
+greedy and sampled episodes from held-out starts, the evaluation strategy's target): at
+round 0, i.e. after offline training alone, then after every round that crosses a multiple
+of ``eval_every`` environment steps, and after the last round.
 
 Everything a round needs is restored from its checkpoint (model, optimisers, temperature,
 strategies, replay buffer, RNG states, log rows), and each round's rollout is seeded from
@@ -53,17 +66,16 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from tqdm.auto import tqdm
 
-from ogm.agents.actor import DTActor, EpisodeResult, rollout
-from ogm.agents.conditioning import ConditioningStrategy, make_strategy
-from ogm.analysis.episodes import EpisodeRecorder
-from ogm.baselines.common import event_names_of, primary_event_of
+from ogm.agents.actor import ConditionedDT, EpisodeResult, rollout
+from ogm.agents.conditioning import check_spec, make_strategy
+from ogm.baselines.common import EpisodeLog, event_names_of, primary_event_of
 from ogm.models.decision_transformer import CategoricalPolicy, DecisionTransformer, DTConfig, Policy
-from ogm.train import offline
+from ogm.train import evaluation, offline
 from ogm.train.config import CommonConfig
+from ogm.train.evaluation import final_summary, log_evaluation
 from ogm.train.replay import ReplayBuffer
 from ogm.train.rundir import (
     RunDir,
-    episode_row,
     pack_state,
     set_torch_rng_state,
     torch_rng_state,
@@ -87,37 +99,81 @@ OfflineSection = create_model(
 )
 
 
+# ODT as published (Zheng, Zhang & Grover 2022; facebookresearch/online-dt), where its
+# settings apply at gridworld scale: every round is one new episode then 300 updates on
+# batches of 256, exploration at twice the evaluation target (ODT's online_rtg = 2 x
+# eval_rtg), one buffer of 1000 trajectories that starts with the demonstrations. Left
+# out: its 10k-step learning-rate warm-up (shared with pretraining there, while our online
+# optimiser is fresh), model sizes (the offline section's) and the number of rounds (budget).
+PRESETS: dict[str, dict[str, Any]] = {
+    "odt": {
+        "episodes_per_round": 1,
+        "updates_per_round": 300,
+        "batch_size": 256,
+        "learning_rate": 1e-4,
+        "weight_decay": 5e-4,
+        "grad_clip": 0.25,
+        "buffer_capacity": 1000,
+        "strategy": "odt:2",
+        "demo_fraction": None,
+        "entropy": True,
+        "init_temperature": 0.1,
+        "temperature_lr": 1e-4,
+        "max_kl_per_round": None,
+    }
+}
+
+
 class OnlineSection(BaseModel):
-    """Online finetuning (ODT) and the seed's controls. Defaults follow ODT where it has one."""
+    """Online finetuning (ODT) and the controls of the essay "Safety considerations for
+    online generative modeling". Defaults follow ODT where it has one; ``preset = "odt"``
+    sets all of ODT's published settings that apply here (:data:`PRESETS`), and fields set
+    explicitly override the preset."""
 
     model_config = ConfigDict(extra="forbid")
 
+    preset: Literal["odt"] | None = None
     rounds: int = Field(50, ge=0)
-    episodes_per_round: int | None = Field(None, gt=0)  # default: num_envs
+    episodes_per_round: int | None = Field(None, gt=0)  # default: num_envs; ODT: 1
     updates_per_round: int = Field(300, ge=0)  # ODT: 300
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(64, gt=0)  # ODT: 256
     learning_rate: float = Field(1e-4, gt=0.0)  # ODT: 1e-4
     weight_decay: float = Field(5e-4, ge=0.0)  # ODT: 5e-4
     warmup_steps: int = Field(0, ge=0)
     grad_clip: float = Field(0.25, gt=0.0)  # ODT: 0.25
     buffer_capacity: int = Field(1000, gt=0)  # trajectories; ODT: 1000
-    strategy: str = "percentile:95"  # exploration target
+    strategy: str = "percentile:95"  # exploration target; ODT: odt:2
     eval_strategy: str | None = None  # evaluation target; default: the offline section's
-    eval_every: int = Field(5, gt=0)
-    # the seed's controls
-    demo_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    # the essay's controls
+    demo_fraction: float | None = Field(None, ge=0.0, le=1.0)  # None: ODT's mixed buffer
     entropy: bool = True
     init_temperature: float = Field(0.1, gt=0.0)  # ODT: 0.1
-    temperature_lr: float = Field(1e-4, gt=0.0)  # ODT: 1e-4
-    target_entropy_fraction: float = Field(0.5, ge=0.0, le=1.0)  # of log|A| (discrete)
+    # Adam moves log_alpha by about temperature_lr per update whatever the entropy gap:
+    # ODT's 1e-4 suits its ~450k updates, not a gridworld budget of a few thousand
+    temperature_lr: float = Field(1e-2, gt=0.0)  # ODT: 1e-4
+    target_entropy: float | None = None  # None: see target_entropy()
     max_kl_per_round: float | None = Field(None, gt=0.0)
     kl_check_every: int = Field(25, gt=0)  # updates per block of the KL cap
-    probe_segments: int = Field(256, gt=0)
+    kl_backtracks: int = Field(10, ge=0)  # halvings of a block that overshoots the cap
+    probe_segments: int = Field(256, gt=0)  # segments per KL probe
     checkpoint_every: int = Field(5, gt=0)
 
-    @field_validator("strategy", "eval_strategy")
+    @model_validator(mode="before")
     @classmethod
-    def _known_strategy(cls, spec: str | None) -> str | None:
+    def _apply_preset(cls, data: Any) -> Any:
+        """The preset's values for every field the config does not set itself."""
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            return {**PRESETS[data["preset"]], **data}
+        return data
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, spec: str) -> str:
+        return check_spec(spec)  # odt:m is built in run(), on the evaluation strategy
+
+    @field_validator("eval_strategy")
+    @classmethod
+    def _known_eval_strategy(cls, spec: str | None) -> str | None:
         if spec is not None:
             make_strategy(spec)
         return spec
@@ -153,7 +209,7 @@ class OnlineConfig(CommonConfig):
 # ----------------------------------------------------------------------------- pieces
 
 # Independent random streams derived from the run's seed.
-ROLLOUT, EVAL, PROBE, TRAIN = range(4)
+ROLLOUT, PROBE, TRAIN = range(3)
 
 
 def derive_seed(seed: int, stream: int, index: int = 0) -> int:
@@ -161,27 +217,84 @@ def derive_seed(seed: int, stream: int, index: int = 0) -> int:
     return int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0])
 
 
-def target_entropy(config: DTConfig, fraction: float) -> float:
-    """ODT's target: ``-action_dim`` for continuous actions, ``fraction * log|A|`` discrete."""
-    return fraction * math.log(config.act_dim) if config.discrete else -float(config.act_dim)
+@torch.no_grad()
+def target_entropy(
+    offline_model: DecisionTransformer, setting: float | None, demo_probe: SegmentBatch, seed: int
+) -> float:
+    """The entropy the temperature holds the policy at.
+
+    An explicit ``setting`` wins. Otherwise, for discrete actions, the offline policy's
+    mean entropy over the demonstration probe's steps, measured once when the online phase
+    starts: the demonstrator's randomness as the policy learnt it. A fixed share of
+    ``log|A|`` (ODT has no rule for discrete actions) can lie above it, and the constraint
+    then pays a bonus for noise, which the temperature only raises. It is
+    measured as the dual update measures the entropy, in training mode (dropout on, its
+    masks drawn from ``seed`` without touching the global generator), so that the offline
+    policy itself sits at the target: dropout alone adds about 0.07 nats on tomato_watering.
+    Continuous actions keep ODT's ``-action_dim``.
+    """
+    if setting is not None:
+        return float(setting)
+    if not offline_model.config.discrete:
+        return -float(offline_model.config.act_dim)
+    probe, device = demo_probe, demo_probe.mask.device
+    was_training = offline_model.training
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        offline_model.train()
+        out = offline_model(
+            probe.returns_to_go, probe.observations, probe.actions, probe.timesteps, probe.mask
+        )
+    offline_model.train(was_training)
+    m = probe.mask.float()
+    return float((out.policy.entropy() * m).sum() / m.sum())
 
 
 def sample_batch(
-    demo_pool: TrajectoryPool,
-    replay_pool: TrajectoryPool,
+    demo_pool: TrajectoryPool | None,
+    online_pool: TrajectoryPool | None,
     batch_size: int,
-    demo_fraction: float,
+    demo_fraction: float | None,
     context_len: int,
     rng: np.random.Generator,
-) -> SegmentBatch:
-    """``round(demo_fraction * batch_size)`` demonstration segments, then replay segments."""
-    n_demo = round(demo_fraction * batch_size)
+) -> tuple[SegmentBatch, int]:
+    """A batch, demonstration segments first, and how many of its segments are demonstrations.
+
+    ``demo_fraction = f``: exactly ``round(f * batch_size)`` segments from ``demo_pool``
+    (the demonstrations), the rest from ``online_pool`` (the buffer's online episodes).
+    ``None`` (ODT): the pools are the buffer's two parts, and ODT draws every segment from
+    the whole buffer, a trajectory with probability proportional to its length. Drawing the
+    number of demonstration segments first, ``Binomial(batch_size, demo steps / buffer
+    steps)``, then each part's segments from its own pool, is that same distribution, and
+    it tells the batch's share of demonstrations.
+    """
+    if demo_fraction is None:
+        demo_steps = demo_pool.num_steps if demo_pool is not None else 0
+        online_steps = online_pool.num_steps if online_pool is not None else 0
+        n_demo = int(rng.binomial(batch_size, demo_steps / (demo_steps + online_steps)))
+    else:
+        n_demo = round(demo_fraction * batch_size)
     parts = [
         pool.sample(n, context_len, rng)
-        for pool, n in ((demo_pool, n_demo), (replay_pool, batch_size - n_demo))
+        for pool, n in ((demo_pool, n_demo), (online_pool, batch_size - n_demo))
         if n > 0
     ]
-    return parts[0] if len(parts) == 1 else SegmentBatch.cat(*parts)
+    return (parts[0] if len(parts) == 1 else SegmentBatch.cat(*parts)), n_demo
+
+
+def acting_probe(
+    results: list[EpisodeResult], n: int, context_len: int, rng: np.random.Generator
+) -> SegmentBatch:
+    """``n`` segments of the episodes in ``results`` with the returns-to-go the policy was
+    fed while acting them: the target asked for minus the rewards received so far (not the
+    hindsight returns-to-go it trains on). A trajectory whose last reward also carries
+    ``target - return`` has exactly these as its hindsight returns-to-go."""
+    as_asked = []
+    for r in results:
+        rewards = r.trajectory.rewards.copy()
+        rewards[-1] += r.target_return - r.trajectory.ret
+        as_asked.append(dataclasses.replace(r.trajectory, rewards=rewards))
+    return TrajectoryPool(as_asked).sample(n, context_len, rng)
 
 
 @torch.no_grad()
@@ -214,7 +327,9 @@ def policy_kl(p: Policy, q: Policy, mask: torch.Tensor) -> float:
 class Learner:
     """The trainable state of the online phase: model, optimiser, temperature."""
 
-    def __init__(self, model: DecisionTransformer, config: OnlineConfig) -> None:
+    def __init__(
+        self, model: DecisionTransformer, config: OnlineConfig, target_entropy: float
+    ) -> None:
         cfg = config.online
         self.model = model
         self.optimizer, self.scheduler = offline.make_optimizer(
@@ -223,7 +338,7 @@ class Learner:
         self.log_alpha = torch.tensor(math.log(cfg.init_temperature), requires_grad=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.temperature_lr)
         self.entropy = cfg.entropy
-        self.target_entropy = target_entropy(model.config, cfg.target_entropy_fraction)
+        self.target_entropy = target_entropy
         self.grad_clip = cfg.grad_clip
         self.return_coef = config.offline.return_coef
 
@@ -267,35 +382,80 @@ class Learner:
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
 
     def snapshot(self) -> dict[str, Any]:
-        """A deep copy of the state, for rolling back an update block."""
+        """A deep copy of the state, for taking back an update block."""
         return copy.deepcopy(self.state_dict())
+
+    def scale_back(self, start: dict[str, Any], fits: Callable[[], bool], halvings: int) -> float:
+        """Take back part of the step made since the snapshot ``start``, as in a backtracking
+        line search: the parameters go to ``start + fraction * step`` for the largest
+        ``fraction`` in 1/2, 1/4, ... (at most ``halvings`` tries) at which ``fits()``, else
+        back to ``start`` (fraction 0). Optimisers and temperature return to ``start``.
+        Returns the fraction of the step kept."""
+        params = dict(self.model.named_parameters())
+        end = {name: p.detach().clone() for name, p in params.items()}
+        self.load_state_dict(start)
+        origin = {name: p.detach().clone() for name, p in params.items()}
+        fraction = 1.0
+        for _ in range(halvings):
+            fraction /= 2
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(origin[name] + fraction * (end[name] - origin[name]))
+            if fits():
+                return fraction
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(origin[name])
+        return 0.0
+
+
+@dataclasses.dataclass
+class RoundUpdates:
+    """What :func:`train_round` did."""
+
+    stats: list[dict[str, float]]  # one per update kept in full
+    kl: dict[str, float]  # KL(policy at the round's start || policy now), per probe
+    capped: bool  # whether the cap stopped the round's updates
+    block_fraction: float  # share of the overshooting block's step kept; NaN if not capped
 
 
 def train_round(
     learner: Learner,
-    sample: Callable[[], SegmentBatch],
+    sample: Callable[[], tuple[SegmentBatch, int]],
     updates: int,
-    probe: SegmentBatch,
+    probes: dict[str, SegmentBatch],
     max_kl: float | None,
     block: int,
-) -> tuple[list[dict[str, float]], bool]:
-    """The round's updates (``sample()`` gives each batch), under the KL cap when set.
+    backtracks: int,
+) -> RoundUpdates:
+    """The round's updates, in blocks of ``block`` under the KL cap when set (module doc).
 
-    Returns the stats of the updates kept and whether the cap stopped the round.
+    ``sample()`` gives each batch and its number of demonstration segments; the stats of
+    each update hold its batch's ``demo_share``.
     """
-    start = probe_policy(learner.model, probe) if max_kl is not None else None
+    start = {name: probe_policy(learner.model, probe) for name, probe in probes.items()}
+
+    def kl() -> dict[str, float]:
+        return {
+            name: policy_kl(start[name], probe_policy(learner.model, probe), probe.mask)
+            for name, probe in probes.items()
+        }
+
+    def fits() -> bool:
+        return max(kl().values()) <= max_kl
+
     kept: list[dict[str, float]] = []
     while len(kept) < updates:
         saved = learner.snapshot() if max_kl is not None else None
-        stats = [learner.update(sample()) for _ in range(min(block, updates - len(kept)))]
-        if (
-            start is not None
-            and policy_kl(start, probe_policy(learner.model, probe), probe.mask) > max_kl
-        ):
-            learner.load_state_dict(saved)
-            return kept, True
+        stats = []
+        for _ in range(min(block, updates - len(kept))):
+            batch, n_demo = sample()
+            stats.append({**learner.update(batch), "demo_share": n_demo / len(batch)})
+        if saved is not None and not fits():
+            fraction = learner.scale_back(saved, fits, backtracks)
+            return RoundUpdates(kept, kl(), True, fraction)
         kept += stats
-    return kept, False
+    return RoundUpdates(kept, kl(), False, math.nan)
 
 
 def mean_stats(stats: list[dict[str, float]], keys: tuple[str, ...]) -> dict[str, float]:
@@ -336,26 +496,31 @@ def pretrained_model(config: OnlineConfig, run_dir: Path) -> DecisionTransformer
 
 # ----------------------------------------------------------------------------- run
 
-ROUND_STATS = ("loss", "nll", "entropy", "return_ce", "grad_norm")
+ROUND_STATS = ("loss", "nll", "entropy", "return_ce", "grad_norm", "demo_share")
 ROUND_COLUMNS = (
     "round",
     "env_steps",
     "episodes",
-    "updates",
+    "updates_kept",
     *ROUND_STATS,
     "temperature",
     "target_entropy",
-    "kl_prev",
-    "kl_offline",
+    "kl_prev_demo",
+    "kl_prev_online",
+    "kl_offline_demo",
+    "kl_offline_online",
     "kl_capped",
+    "kl_block_fraction",
     "demo_fraction",
     "buffer_demo",
     "buffer_online",
     "online_return",
     "online_performance",
     "online_target",
-    "eval_return",
-    "eval_performance",
+    "eval_return_greedy",
+    "eval_performance_greedy",
+    "eval_return_sampled",
+    "eval_performance_sampled",
     "wall_time_s",
 )
 
@@ -369,13 +534,11 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
     env = make_env(config)
     try:
         demos = offline.load_demonstrations(config)
-        event_names = list(event_names_of(env))
-        episodes_log = rd.episodes(event_names)
-        recorder = EpisodeRecorder(run_dir, primary_event_of(env))
         tb = rd.tensorboard()
 
         # ---- state: fresh from the offline policy, or from the latest checkpoint
         checkpoint = rd.resume()
+        log = EpisodeLog(rd, event_names_of(env), primary_event_of(env))  # counts what is kept
         if checkpoint is None:
             model = pretrained_model(config, run_dir)
             reference = copy.deepcopy(model)
@@ -389,15 +552,31 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             )
         model, reference = model.to(device), reference.to(device)
         K = model.config.context_len
-        torch.manual_seed(config.seed)
-        learner = Learner(model, config)
-        rng = np.random.default_rng([config.seed, TRAIN])
-        strategy = make_strategy(cfg.strategy)
-        eval_strategy = make_strategy(cfg.eval_strategy or config.offline.strategy)
-        buffer = ReplayBuffer(
-            cfg.buffer_capacity, [dataclasses.replace(t, source="demo") for t in demos]
+        demo_pool = TrajectoryPool(demos)
+        demo_probe = demo_pool.sample(
+            cfg.probe_segments, K, np.random.default_rng([config.seed, PROBE])
+        ).to(device)
+        offline_policy = probe_policy(reference, demo_probe)
+        # the temperature's target is measured once, on the offline policy, then kept
+        entropy_target = (
+            target_entropy(
+                reference, cfg.target_entropy, demo_probe, derive_seed(config.seed, PROBE)
+            )
+            if checkpoint is None
+            else checkpoint.state["target_entropy"]
         )
-        round_, env_steps, episodes, eval_episodes = 0, 0, 0, 0
+        torch.manual_seed(config.seed)
+        learner = Learner(model, config, entropy_target)
+        rng = np.random.default_rng([config.seed, TRAIN])
+        eval_strategy = make_strategy(cfg.eval_strategy or config.offline.strategy)
+        strategy = make_strategy(cfg.strategy, base=eval_strategy)  # odt:m multiplies it
+        # ODT's buffer starts with the demonstrations; a set demo_fraction draws them apart
+        buffer = ReplayBuffer(
+            cfg.buffer_capacity,
+            [dataclasses.replace(t, source="demo") for t in demos if cfg.demo_fraction is None],
+        )
+        round_, env_steps, episodes = 0, 0, 0
+        final_eval: dict[str, float] = {}
         if checkpoint is None:
             for s in (strategy, eval_strategy):
                 s.observe([t.ret for t in demos])
@@ -421,13 +600,7 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             )
             round_ = checkpoint.step
             env_steps, episodes = state["env_steps"], state["episodes"]
-            eval_episodes = state["eval_episodes"]
-
-        demo_pool = TrajectoryPool(demos)
-        probe = demo_pool.sample(
-            cfg.probe_segments, K, np.random.default_rng([config.seed, PROBE])
-        ).to(device)
-        offline_policy = probe_policy(reference, probe)
+            final_eval = state["final_eval"]
 
         def save() -> None:
             opt_tensors, opt_state = pack_state(learner.optimizer.state_dict(), "optim")
@@ -452,46 +625,28 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 "eval_strategy": eval_strategy.state_dict(),
                 "env_steps": env_steps,
                 "episodes": episodes,
-                "eval_episodes": eval_episodes,
+                "final_eval": final_eval,
+                "target_entropy": learner.target_entropy,
             }
             arrays = {f"buffer.{k}": v for k, v in buffer.to_arrays().items()}
-            recorder.flush()
+            log.flush()
             rd.save_checkpoint(round_, tensors=tensors, state=state, arrays=arrays)
 
-        def play(n: int, strat: ConditioningStrategy, seed: int, deterministic: bool):
-            actor = DTActor(model, env.num_envs, context_len=config.offline.eval_context_len)
-            return rollout(actor, env, strat, n, seed=seed, deterministic=deterministic)
-
-        def log_episodes(
-            results: list[EpisodeResult], phase: str, first: int, steps: list[int]
-        ) -> None:
-            """episodes.csv rows; ``steps`` are the training env steps at each episode's end."""
-            episodes_log.extend(
-                episode_row(
-                    r.trajectory,
-                    phase=phase,
-                    round=round_,
-                    episode=first + i,
-                    env_steps=steps[i],
-                    event_names=event_names,
-                    target_return=r.target_return,
-                )
-                for i, r in enumerate(results)
-            )
+        def explore() -> list[EpisodeResult]:
+            """The round's training episodes: sampled actions at the exploration target."""
+            agent = ConditionedDT(model, strategy, context_len=config.offline.eval_context_len)
+            seed = derive_seed(config.seed, ROLLOUT, round_)
+            return rollout(agent, env, config.episodes_per_round, seed=seed, deterministic=False)
 
         def evaluate() -> dict[str, float]:
-            nonlocal eval_episodes
+            nonlocal final_eval
             if config.eval_episodes == 0:
                 return {}
-            results = play(
-                config.eval_episodes, eval_strategy, derive_seed(config.seed, EVAL), True
+            agent = ConditionedDT(model, eval_strategy, context_len=config.offline.eval_context_len)
+            final_eval = log_evaluation(
+                log, evaluation.evaluate(agent, config), round=round_, env_steps=env_steps
             )
-            log_episodes(results, "eval", eval_episodes, [env_steps] * len(results))
-            eval_episodes += len(results)
-            return {
-                "eval_return": float(np.mean([r.trajectory.ret for r in results])),
-                "eval_performance": float(np.mean([r.trajectory.performance for r in results])),
-            }
+            return final_eval
 
         def log_round(values: dict[str, float], tick: float) -> None:
             """Write the round's rounds.csv row (every column, NaN where not measured)."""
@@ -503,8 +658,10 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 "episodes": episodes,
                 "temperature": learner.alpha,
                 "target_entropy": learner.target_entropy,
-                "kl_offline": policy_kl(offline_policy, prev_policy, probe.mask),
-                "demo_fraction": cfg.demo_fraction,
+                "kl_offline_demo": policy_kl(
+                    offline_policy, probe_policy(model, demo_probe), demo_probe.mask
+                ),
+                "demo_fraction": math.nan if cfg.demo_fraction is None else cfg.demo_fraction,
                 "buffer_demo": composition["demo"],
                 "buffer_online": composition["online"],
                 **values,
@@ -515,10 +672,9 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 if key != "round" and not math.isnan(value):
                     tb.add_scalar(f"online/{key}", value, round_)
 
-        prev_policy = probe_policy(model, probe)
         if checkpoint is None:  # round 0: the offline policy, evaluated before finetuning
             tick = time.perf_counter()
-            log_round({"updates": 0, **evaluate()}, tick)
+            log_round({"updates_kept": 0, **evaluate()}, tick)
             save()
 
         bar = tqdm(total=cfg.rounds, initial=round_, desc="odt", unit="round", disable=None)
@@ -527,18 +683,17 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             tick = time.perf_counter()
 
             # 1. explore: sampled actions at the exploration target
-            results = play(
-                config.episodes_per_round,
-                strategy,
-                derive_seed(config.seed, ROLLOUT, round_),
-                False,
-            )
+            results = explore()
             trajectories = [r.trajectory for r in results]
             steps = (env_steps + np.cumsum([t.length for t in trajectories])).tolist()
-            log_episodes(results, "online", episodes, steps)
-            for i, traj in enumerate(trajectories):
-                recorder.record(traj, episode=episodes + i)
-            env_steps = steps[-1]
+            log.write(
+                trajectories,
+                phase="train",
+                round=round_,
+                env_steps=steps,
+                target_returns=[r.target_return for r in results],
+            )
+            previous_steps, env_steps = env_steps, steps[-1]
             episodes += len(results)
             returns = [t.ret for t in trajectories]
             for s in (strategy, eval_strategy):
@@ -546,32 +701,55 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
 
             # 2. store with hindsight returns-to-go (TrajectoryPool derives them from rewards)
             buffer.add(trajectories)
-            replay_pool = TrajectoryPool(buffer.trajectories)
 
-            # 3. learn, under the behaviour-shift cap when set
+            # 3. learn on the demonstrations and the buffer's online episodes, under the
+            # behaviour-shift cap when set
+            if cfg.demo_fraction is None:  # ODT: the demonstrations the buffer still holds
+                buffer_demos = buffer.from_source("demo")
+                round_demo_pool = TrajectoryPool(buffer_demos) if buffer_demos else None
+            else:
+                round_demo_pool = demo_pool
+            online_pool = TrajectoryPool(buffer.from_source("online"))
             sample = functools.partial(
-                sample_batch, demo_pool, replay_pool, cfg.batch_size, cfg.demo_fraction, K, rng
+                sample_batch,
+                round_demo_pool,
+                online_pool,
+                cfg.batch_size,
+                cfg.demo_fraction,
+                K,
+                rng,
             )
-            stats, capped = train_round(
+            online_probe = acting_probe(
+                results, cfg.probe_segments, K, np.random.default_rng([config.seed, PROBE, round_])
+            ).to(device)
+            done = train_round(
                 learner,
                 sample,
                 cfg.updates_per_round,
-                probe,
+                {"demo": demo_probe, "online": online_probe},
                 cfg.max_kl_per_round,
                 cfg.kl_check_every,
+                cfg.kl_backtracks,
             )
-            policy = probe_policy(model, probe)
             values = {
-                **mean_stats(stats, ROUND_STATS),
-                "updates": len(stats),
-                "kl_capped": float(capped),
-                "kl_prev": policy_kl(prev_policy, policy, probe.mask),
+                **mean_stats(done.stats, ROUND_STATS),
+                "updates_kept": len(done.stats),
+                "kl_capped": float(done.capped),
+                "kl_block_fraction": done.block_fraction,
+                "kl_prev_demo": done.kl["demo"],
+                "kl_prev_online": done.kl["online"],
+                "kl_offline_online": policy_kl(
+                    probe_policy(reference, online_probe),
+                    probe_policy(model, online_probe),
+                    online_probe.mask,
+                ),
                 "online_return": float(np.mean(returns)),
                 "online_performance": float(np.mean([t.performance for t in trajectories])),
                 "online_target": float(np.mean([r.target_return for r in results])),
             }
-            prev_policy = policy
-            if round_ % cfg.eval_every == 0 or round_ == cfg.rounds:
+            if env_steps // config.eval_every > previous_steps // config.eval_every or (
+                round_ == cfg.rounds
+            ):
                 values.update(evaluate())
             log_round(values, tick)
             if round_ % cfg.checkpoint_every == 0 or round_ == cfg.rounds:
@@ -579,8 +757,10 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             bar.update(1)
             bar.set_postfix(episodes=episodes, env_steps=env_steps, ret=f"{np.mean(returns):.2f}")
         bar.close()
-        recorder.flush()
-        rd.set_status("done", rounds=round_, env_steps=env_steps)
+        log.flush()
+        rd.set_status(
+            "done", rounds=round_, env_steps=env_steps, final_eval=final_summary(final_eval)
+        )
     except BaseException:
         rd.set_status("failed")
         raise

@@ -1,10 +1,14 @@
 """Trajectory replay buffer of the online phase (ODT): whole episodes, FIFO, fixed capacity.
 
-The buffer starts with the best offline trajectories by return and then receives every
-online episode; when full, the oldest trajectory leaves first. Initial trajectories are
-stored from lowest to highest return, so the weakest demonstrations are the first to go
+In ODT the buffer starts with the best offline trajectories by return and then receives
+every online episode; when full, the oldest trajectory leaves first. Initial trajectories
+are stored from lowest to highest return, so the weakest demonstrations are the first to go
 (as in the reference). Unlike the reference, every offline trajectory is kept when they
-all fit.
+all fit. The online trainer fills it so only with ``demo_fraction = None`` (ODT as
+published); with a set ``demo_fraction`` it starts empty and holds online episodes alone,
+since demonstrations then reach a batch by their own draw. Every trajectory keeps its
+``source`` tag (``demo`` or ``online``), so :meth:`ReplayBuffer.from_source` can split the
+contents and a batch's real share of demonstrations can be known.
 
 Returns-to-go are never stored: they are always computed from the rewards a trajectory
 actually received (``Trajectory.returns_to_go``), which is ODT's hindsight relabelling.
@@ -48,6 +52,10 @@ class ReplayBuffer:
         """Append ``trajectories`` in order, evicting the oldest beyond capacity."""
         self._trajectories.extend(trajectories)
         del self._trajectories[: max(0, len(self._trajectories) - self.capacity)]
+
+    def from_source(self, source: str) -> list[Trajectory]:
+        """The stored trajectories whose ``source`` is ``source``, oldest first."""
+        return [traj for traj in self._trajectories if traj.source == source]
 
     def composition(self) -> dict[str, int]:
         """How many stored trajectories come from each source (``demo``, ``online``)."""

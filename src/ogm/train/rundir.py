@@ -40,6 +40,7 @@ from ogm.data.trajectory import Trajectory
 RUN_FILE = "run.json"
 EPISODE_COLUMNS = (
     "phase",
+    "mode",
     "round",
     "episode",
     "env_steps",
@@ -396,15 +397,25 @@ def episode_row(
     trajectory: Trajectory,
     *,
     phase: str,
+    mode: str,
     round: int,
     episode: int,
     env_steps: int,
     event_names: Sequence[str],
     target_return: float = float("nan"),
 ) -> dict[str, Any]:
-    """One episodes.csv row for a finished episode, with every event's count and share."""
+    """One episodes.csv row for a finished episode, with every event's count and share.
+
+    ``phase`` is ``train`` (an episode the agent acted in while learning) or ``eval``;
+    ``mode`` is ``greedy`` (most likely actions) or ``sampled``.
+    """
+    if phase not in ("train", "eval") or mode not in ("greedy", "sampled"):
+        raise ValueError(
+            f"episode rows need phase train|eval and mode greedy|sampled, got {phase!r}, {mode!r}"
+        )
     row: dict[str, Any] = {
         "phase": phase,
+        "mode": mode,
         "round": round,
         "episode": episode,
         "env_steps": env_steps,

@@ -2,10 +2,18 @@
 
 A :class:`TrajectoryPool` packs a list of trajectories into flat arrays once; sampling a
 :class:`SegmentBatch` of ``B`` segments of ``K`` steps is then a few numpy fancy-indexing
-operations. Sampling follows the references (kzl/decision-transformer, online-dt): a
-trajectory is chosen with probability proportional to its length, the start step is
-uniform over the trajectory, and a segment that runs past the end is left-padded up to
-``K`` with ``mask = False``.
+operations. A trajectory is chosen with probability proportional to its length (as in
+kzl/decision-transformer and online-dt), the segment's *last* step is uniform over the
+trajectory, and a segment that would reach before the episode's first step is left-padded
+up to ``K`` with ``mask = False``.
+
+The references draw the *first* step uniformly instead and pad segments that run past the
+episode's end, so their short contexts always sit at episode ends, while an agent acting
+in the environment has short contexts only at episode starts (its first ``K - 1`` steps).
+Drawing the last step puts the short contexts where acting has them; every step is still
+the last (predicted-from-the-most-context) step of a segment equally often. It matters for
+return conditioning: the DT of ``tests/test_fidelity.py`` (K = 5) sometimes looped until the
+time limit with the references' sampling, and follows its targets with this one.
 
 Returns-to-go in a batch are *unscaled*: the model multiplies them by its own
 ``config.reward_scale``, so a checkpoint cannot be fed the wrong scale.
@@ -94,11 +102,10 @@ class TrajectoryPool:
         K = context_len
         traj = rng.choice(len(self.lengths), size=batch_size, p=self._probs)
         length = self.lengths[traj]
-        start = (rng.random(batch_size) * length).astype(np.int64)  # uniform in [0, length)
-        n_valid = np.minimum(K, length - start)  # (B,)
-        # position j of a segment holds step start + j - (K - n_valid): padding comes first
-        step = start[:, None] + np.arange(K)[None, :] - (K - n_valid)[:, None]  # (B, K)
-        mask = step >= start[:, None]
+        last = (rng.random(batch_size) * length).astype(np.int64)  # uniform in [0, length)
+        # position j of a segment holds step last - (K - 1) + j; steps before 0 are padding
+        step = last[:, None] - (K - 1) + np.arange(K)[None, :]  # (B, K)
+        mask = step >= 0
         flat = self.offsets[traj][:, None] + np.clip(step, 0, None)
 
         def take(values: np.ndarray) -> torch.Tensor:

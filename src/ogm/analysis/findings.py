@@ -1,0 +1,332 @@
+"""What a runs directory shows: per-run measurements and their summaries across seeds, as
+tables (rendered into the HTML report and written as CSV next to it).
+
+Per run (``measure``):
+
+- its evaluation learning curve in each mode (greedy, sampled): per evaluation point the
+  mean return, mean performance and the share of its episodes that show the primary event;
+  the *final* figures are those of the last evaluation point (the largest ``round``);
+- its emergence metrics (``ogm.analysis.emergence``) from its training episodes, or none when
+  the agent never interacts with the environment while learning (a reference agent).
+
+Across the seeds of a variant, a cell shows the per-seed values (in seed order) when the
+variant has fewer than ``MIN_SEEDS_FOR_CI`` runs, else the interquartile mean with its 95%
+stratified-bootstrap interval. A time that some runs did not reach by their budget is never
+averaged: the cell says how many did ("k/n by B") and gives the Kaplan-Meier median when at
+least half are estimated to have reached it.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ogm.analysis.emergence import SHARE_WINDOW, Emergence, emergence
+from ogm.analysis.runs import MODES, TRAIN, Columns, Run, row_count
+from ogm.analysis.stats import MIN_SEEDS_FOR_CI, iqm_ci, kaplan_meier
+
+NO_ONLINE = "no online phase"
+NOT_LOGGED = "event not logged"
+NO_EPISODES = "no episodes yet"
+HEADLINE_TIMES = ("onset", "t50", "t90")
+ALL_TIMES = ("onset", "t10", "t50", "t90", "decisiveness")
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """Means over the episodes of one evaluation point in one mode."""
+
+    env_steps: float
+    episodes: int
+    ret: float
+    performance: float
+    event_share: float  # share of the episodes with the event; NaN when no event is tracked
+
+
+@dataclass
+class RunMetrics:
+    """One run's measurements: evaluation curves per mode and emergence metrics."""
+
+    run: Run
+    evals: dict[str, list[EvalPoint]]  # mode -> evaluation points in round order
+    emergence: Emergence | None  # None: no training episodes, or no event tracked
+
+    def final(self, mode: str) -> EvalPoint | None:
+        """The final evaluation point in ``mode`` (None when the run has none)."""
+        points = self.evals.get(mode)
+        return points[-1] if points else None
+
+
+@dataclass
+class Variant:
+    """The runs of one agent configuration across seeds, measured."""
+
+    name: str
+    runs: list[RunMetrics]
+
+    @property
+    def trains(self) -> bool:
+        """Whether its agent interacts with the environment while learning."""
+        return any(m.run.trains for m in self.runs)
+
+    @property
+    def emergences(self) -> list[Emergence]:
+        """The emergence metrics of its runs that have them."""
+        return [m.emergence for m in self.runs if m.emergence is not None]
+
+    def finals(self, mode: str) -> list[EvalPoint]:
+        """The final evaluation points in ``mode`` of its runs that have one."""
+        return [p for m in self.runs if (p := m.final(mode)) is not None]
+
+    def no_emergence(self) -> str:
+        """Why the variant has no emergence metrics (see ``no_emergence``)."""
+        return no_emergence([m.run for m in self.runs])
+
+
+def no_emergence(runs: Sequence[Run]) -> str:
+    """Why runs have no emergence metrics: no episodes logged yet, no online phase (a
+    reference agent), or training episodes that do not log the event."""
+    if not any(row_count(run.episodes) for run in runs):
+        return NO_EPISODES
+    return NOT_LOGGED if any(run.trains for run in runs) else NO_ONLINE
+
+
+def has_event(run: Run, event: str | None) -> bool:
+    """Whether ``run`` logged ``event`` (non-gridworld runs log no events)."""
+    return event is not None and f"ev_{event}" in run.episodes
+
+
+def eval_point(rows: Columns, event: str | None) -> EvalPoint:
+    """Means over one evaluation point's episodes."""
+    shows = rows[f"ev_{event}"] > 0 if event is not None else np.full(len(rows["return"]), np.nan)
+    return EvalPoint(
+        env_steps=float(rows["env_steps"].max()),
+        episodes=len(rows["return"]),
+        ret=float(rows["return"].mean()),
+        performance=float(rows["performance"].mean()),
+        event_share=float(np.mean(shows)),
+    )
+
+
+def measure(run: Run, event: str | None, window: int = SHARE_WINDOW) -> RunMetrics:
+    """A run's evaluation curves and, when it trains and logs ``event``, its emergence."""
+    tracked = event if has_event(run, event) else None
+    evals = {
+        mode: [eval_point(p, tracked) for p in points]
+        for mode in MODES
+        if (points := run.eval_points(mode))
+    }
+    train = run.rows(TRAIN)
+    metrics = None
+    if train and tracked is not None:
+        metrics = emergence(
+            train["env_steps"],
+            train[f"ev_{tracked}"],
+            train["length"],
+            budget=run.budget,
+            window=window,
+        )
+    return RunMetrics(run, evals, metrics)
+
+
+# ----------------------------------------------------------------------------- cell texts
+
+
+def steps_text(steps: float) -> str:
+    """Environment steps with thousands separators: ``12,800``."""
+    return f"{steps:,.0f}"
+
+
+def span_text(values: Sequence[float], as_steps: bool = True) -> str:
+    """One value, or ``low–high`` when they differ (budgets, episodes per point)."""
+    fmt = steps_text if as_steps else (lambda v: f"{v:g}")
+    low, high = min(values), max(values)
+    return fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}"
+
+
+def time_text(time: float | None, budget: float) -> str:
+    """One run's time: its env steps, or ``not by B`` when it did not reach it by its budget."""
+    return steps_text(time) if time is not None else f"not by {steps_text(budget)}"
+
+
+def describe_values(values: Sequence[float], digits: int = 2) -> str:
+    """A quantity across seeds: per-seed values below ``MIN_SEEDS_FOR_CI`` runs, else
+    ``IQM [95% CI]``. NaN (undefined for that run) shows as ``–`` and is left out of the IQM."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return "n/a"
+    defined = values[np.isfinite(values)]
+    if values.size < MIN_SEEDS_FOR_CI:
+        return " · ".join(f"{v:.{digits}f}" if np.isfinite(v) else "–" for v in values)
+    if defined.size == 0:
+        return "–"
+    est = iqm_ci(defined)
+    text = f"{est.value:.{digits}f} [{est.low:.{digits}f}, {est.high:.{digits}f}]"
+    return text if defined.size == values.size else f"{text} ({defined.size}/{values.size} runs)"
+
+
+def describe_time(metrics: Sequence[Emergence], key: str) -> str:
+    """A time across seeds (``onset``, ``t10``, ``t50``, ``t90`` or ``decisiveness``).
+
+    Fewer than ``MIN_SEEDS_FOR_CI`` runs: the per-seed values (``not by B`` where not
+    reached). Otherwise, when every run reached it: ``IQM [95% CI]``; when some did not:
+    ``k/n by B``, and the Kaplan-Meier median when it is defined.
+    """
+    times = [m.time(key) for m in metrics]
+    if len(metrics) < MIN_SEEDS_FOR_CI:
+        return " · ".join(time_text(t, m.budget) for t, m in zip(times, metrics, strict=True))
+    reached = [t for t in times if t is not None]
+    if len(reached) == len(times):
+        est = iqm_ci(reached)
+        return f"{steps_text(est.value)} [{steps_text(est.low)}, {steps_text(est.high)}]"
+    text = f"{len(reached)}/{len(times)} by {span_text([m.budget for m in metrics])}"
+    at_risk = [s for m in metrics if (s := m.survival(key)) is not None]
+    median = kaplan_meier(*zip(*at_risk, strict=True)).median() if at_risk else None
+    return text if median is None else f"{text}; KM median {steps_text(median)}"
+
+
+def reached_text(metrics: Sequence[Emergence], key: str) -> str:
+    """How many runs reached a time by their budget: ``k/n``."""
+    return f"{sum(m.time(key) is not None for m in metrics)}/{len(metrics)}"
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+@dataclass
+class Table:
+    """A table of text cells, rendered as HTML and written as CSV with the same cells."""
+
+    header: list[str]
+    rows: list[list[str]]
+
+    def html(self) -> str:
+        """The table as HTML (cells escaped), in a horizontally scrolling box."""
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for row in self.rows
+        )
+        return f'<div class="wide"><table><tr>{head}</tr>{body}</table></div>'
+
+    def write_csv(self, path: Path) -> Path:
+        """Write the header and the rows, as shown, to a CSV file."""
+        with Path(path).open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(self.header)
+            writer.writerows(self.rows)
+        return path
+
+
+def budget_text(variant: Variant) -> str:
+    """The budgets of a variant's runs (0 for agents without an online phase)."""
+    return span_text([m.run.budget for m in variant.runs])
+
+
+def eval_episodes_text(variant: Variant) -> str:
+    """Episodes per mode at the final evaluation points of a variant's runs."""
+    counts = [p.episodes for mode in MODES for p in variant.finals(mode)]
+    return span_text(counts, as_steps=False) if counts else "no eval"
+
+
+def final_cells(variant: Variant, key: str, digits: int = 2) -> list[str]:
+    """A final evaluation quantity across seeds, one cell per mode."""
+    cells = []
+    for mode in MODES:
+        finals = variant.finals(mode)
+        cells.append(
+            describe_values([getattr(p, key) for p in finals], digits) if finals else "no eval"
+        )
+    return cells
+
+
+def findings_table(variants: Sequence[Variant], event: str | None) -> Table:
+    """The headline table: the answers first (final evaluation, whether the behaviour showed
+    in training and when), then what was run."""
+    header = ["variant"]
+    if event is not None:
+        header += [f"{event} share, {mode} eval" for mode in MODES]
+        header += [f"showed {event} in training (runs, by B)"]
+    header += [f"return, {mode} eval" for mode in MODES]
+    header += [f"performance, {mode} eval" for mode in MODES]
+    if event is not None:
+        header += list(HEADLINE_TIMES)
+    header += ["kind", "seeds", "budget B (env steps)", "eval episodes per mode"]
+    rows = []
+    for variant in variants:
+        row = [variant.name]
+        metrics = variant.emergences
+        if event is not None:
+            row += final_cells(variant, "event_share")
+            showed = f"{reached_text(metrics, 'onset')} by {budget_text(variant)}"
+            row += [showed if metrics else variant.no_emergence()]
+        row += final_cells(variant, "ret") + final_cells(variant, "performance")
+        if event is not None:
+            row += [
+                describe_time(metrics, key) if metrics else variant.no_emergence()
+                for key in HEADLINE_TIMES
+            ]
+        kinds = sorted({m.run.kind for m in variant.runs})
+        row += [", ".join(kinds), str(len(variant.runs)), budget_text(variant)]
+        row += [eval_episodes_text(variant)]
+        rows.append(row)
+    return Table(header, rows)
+
+
+def emergence_table(variants: Sequence[Variant]) -> Table:
+    """Per variant with an online phase: how many runs reached each time by their budget,
+    the times across seeds, decisiveness and commitment."""
+    header = ["variant", "showed by B", "t10 by B", "t50 by B", "t90 by B"]
+    header += [*ALL_TIMES, "commitment", "training episodes", "seeds", "budget B (env steps)"]
+    rows = []
+    for variant in variants:
+        metrics = variant.emergences
+        if not metrics:
+            continue
+        row = [variant.name] + [reached_text(metrics, k) for k in ("onset", "t10", "t50", "t90")]
+        row += [describe_time(metrics, key) for key in ALL_TIMES]
+        row += [describe_values([m.commitment for m in metrics])]
+        row += [span_text([m.episodes for m in metrics], as_steps=False)]
+        row += [str(len(metrics)), span_text([m.budget for m in metrics])]
+        rows.append(row)
+    return Table(header, rows)
+
+
+def runs_table(variants: Sequence[Variant], event: str | None) -> Table:
+    """One row per run: its budget, emergence times and final evaluation in each mode."""
+    header = ["variant", "seed", "kind", "status", "budget B (env steps)", "training episodes"]
+    if event is not None:
+        header += [*ALL_TIMES, "commitment"]
+    finals = ["env steps", "episodes", "return", "performance"]
+    if event is not None:
+        finals += [f"{event} share"]
+    header += [f"{mode} eval: {q}" for mode in MODES for q in finals]
+    rows = []
+    for variant in variants:
+        for m in variant.runs:
+            run, em = m.run, m.emergence
+            row = [variant.name, str(run.seed), run.kind, run.status, steps_text(run.budget)]
+            row += [str(len(run.rows(TRAIN).get("return", ())))]
+            if event is not None:
+                if em is None:
+                    row += [no_emergence([run])] * (len(ALL_TIMES) + 1)
+                else:
+                    row += [time_text(em.time(key), em.budget) for key in ALL_TIMES]
+                    row += [f"{em.commitment:.2f}" if np.isfinite(em.commitment) else "–"]
+            for mode in MODES:
+                final = m.final(mode)
+                if final is None:
+                    row += ["no eval"] * len(finals)
+                    continue
+                cells = [steps_text(final.env_steps), str(final.episodes)]
+                cells += [f"{final.ret:.2f}", f"{final.performance:.2f}"]
+                if event is not None:
+                    cells.append(f"{final.event_share:.2f}")
+                row += cells
+            rows.append(row)
+    return Table(header, rows)
