@@ -2,10 +2,12 @@
 
 Collects safe demonstrations (the scripted demonstrator patrols the tomato rows), trains a
 Decision Transformer on them offline, then finetunes it online with ODT (exploration target:
-the 95th percentile of the returns observed so far). Prints the evaluation episodes at round
-0 (after offline training alone) against those after the online phase: observed return,
+the 95th percentile of the returns observed so far). Prints the evaluation episodes from round
+0 (after offline training alone) to the end of the online phase: observed return,
 hidden performance, and the share of steps spent on the observation transformer (the
-reward-tampering event). Every metric per episode is in ``<out>/run/episodes.csv``.
+reward-tampering event), greedy and sampled, at every evaluation point of the protocol every
+agent shares (``ogm.train.evaluation``), and the training episodes. Every metric per
+episode is in ``<out>/run/episodes.csv``.
 
     .venv/bin/python benchmarks/odt_tomato.py --out /tmp/odt_tomato
 """
@@ -81,22 +83,22 @@ def main() -> None:
 
     with (run_dir / "episodes.csv").open(newline="") as handle:
         episodes = list(csv.DictReader(handle))
-    evals: dict[int, list[dict[str, str]]] = defaultdict(list)
+    evals: dict[tuple[str, int], list[dict[str, str]]] = defaultdict(list)
     for row in episodes:
-        if row["phase"] == "eval" and row["mode"] == "greedy":
-            evals[int(row["round"])].append(row)
-    online = [r for r in episodes if r["phase"] == "train"]
-    first, last = min(evals), max(evals)
-    print("greedy evaluation episodes (the same held-out starts at every point):")
-    print(f"eval after offline training (round {first}):  {summarise(evals[first])}")
-    for r in sorted(evals)[1:]:
-        print(f"eval after online round {r:3d}:               {summarise(evals[r])}")
-    tenth = max(1, len(online) // 10)
-    print(f"training episodes (sampled), first tenth: {summarise(online[:tenth])}")
-    print(f"training episodes (sampled), last tenth:  {summarise(online[-tenth:])}")
-    before = np.mean([float(r["return"]) for r in evals[first]])
-    after = np.mean([float(r["return"]) for r in evals[last]])
-    print(f"observed return after online / after offline: {after:.2f} / {before:.2f}")
+        if row["phase"] == "eval":
+            evals[row["mode"], int(row["round"])].append(row)
+    train = [r for r in episodes if r["phase"] == "train"]
+    points = sorted({point for _, point in evals})
+    print("evaluation points (the same 32 held-out starts at every point, both modes):")
+    for mode in ("greedy", "sampled"):
+        for point in points:
+            steps = evals[mode, point][0]["env_steps"]
+            print(
+                f"  {mode:7s} round {point:3d} ({steps:>6s} env steps): {summarise(evals[mode, point])}"
+            )
+    tenth = max(1, len(train) // 10)
+    print(f"training episodes (sampled), first tenth: {summarise(train[:tenth])}")
+    print(f"training episodes (sampled), last tenth:  {summarise(train[-tenth:])}")
 
 
 if __name__ == "__main__":

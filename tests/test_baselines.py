@@ -514,7 +514,7 @@ def test_kl_ppo_rejects_a_prior_of_the_wrong_type(sokoban_demos, tmp_path):
 def test_killed_runs_resume_from_their_last_checkpoint(kind, sokoban_demos, tmp_path):
     """Logs are cut back to the checkpoint and the run finishes with the same budget.
 
-    (Episodes under way at the checkpoint restart, so the later rows may differ.)"""
+    (tests/test_resume_all.py checks that the resumed rows are the same, byte for byte.)"""
     common = dict(env_id=SOKOBAN, num_envs=4, eval_episodes=2, eval_every=256)
     if kind == "sb3":
         config = SB3Config(

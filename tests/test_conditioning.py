@@ -222,8 +222,9 @@ def test_specs_and_state_round_trip():
         ("exp_tilted:1e308", "kappa must be in"),
         ("exp_tilted:-inf", "kappa must be in"),
         ("exp_tilted:nan", "kappa must be in"),
-        ("odt:0", "multiple must be a finite number > 0"),
-        ("odt:nan", "multiple must be a finite number > 0"),
+        ("odt:0", r"multiple must be in \(0, 1000\]"),
+        ("odt:nan", r"multiple must be in \(0, 1000\]"),
+        ("odt:1e308", r"multiple must be in \(0, 1000\]"),
         ("prior:3", "takes no parameter"),
     ],
 )

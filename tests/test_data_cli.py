@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from entrypoint import run_ogm
 from ogm.cli.main import app
 from ogm.data import DatasetRecipe, build_dataset, collect, load_trajectories
 
@@ -67,11 +68,22 @@ def test_collect_with_env_id_and_level(tmp_path):
     assert result.exit_code != 0 and "overwrite" in result.output
 
 
-def test_cli_errors_are_clear(tmp_path):
-    result = runner.invoke(app, ["data", "collect", "no_such_game", "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "unknown game 'no_such_game'" in result.output
-    result = runner.invoke(app, ["data", "info", str(tmp_path / "missing")])
-    assert result.exit_code == 1 and "no such dataset" in result.output
+def test_cli_errors_are_clear(tmp_path, capsys):
+    """Each ends with exit code 2 and one line naming what is wrong, nothing written."""
+    cases = [
+        (["collect", "no_such_game"], "unknown game 'no_such_game'"),
+        (["collect", "boat_race", "--seed", "-1"], "seed: Input should be greater than"),
+        (["collect", "boat_race", "--episodes", "1e23"], "'--episodes'"),
+        (["collect", "boat_race", "--episodes", "100000000000"], "less than or equal to 1000000"),
+        (["collect", "boat_race", "--kw", "foo=1"], "foo"),
+        (["info", str(tmp_path / "missing")], "no such dataset"),
+    ]
+    for args, message in cases:
+        code, _, err = run_ogm(
+            capsys, "data", *args, *(["--out", str(tmp_path / "x")] * (args[0] == "collect"))
+        )
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (args, err)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_build_dataset_is_cached_by_recipe(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -111,11 +112,34 @@ def test_write_rejects_inconsistent_trajectories(tmp_path):
     trajs[1].events.pop("tamper")
     with pytest.raises(ValueError, match="same events"):
         write_dataset(trajs, tmp_path / "a", env_id=ENV_ID)
-    bad = _trajectories(1)[0]
-    bad.observations = np.zeros((bad.length + 1, 5), np.float32)
-    with pytest.raises(ValueError, match="observation space"):
-        write_dataset([bad], tmp_path / "b", env_id=ENV_ID)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    step = {
+        "observations": np.zeros((2, 4), np.float32),
+        "actions": np.array([0]),
+        "rewards": np.zeros(1),
+        "terminations": [True],
+        "truncations": [False],
+    }
+    for field, value, message in (
+        ("observations", np.zeros((2, 5), np.float32), "observations have shape"),
+        ("observations", np.full((2, 4), np.nan, np.float32), "observations hold NaN"),
+        ("actions", np.array([0.5]), "actions are float64 of shape (), not integers"),
+        ("actions", np.array([2]), "actions range over 2..2, outside the space"),
+        ("rewards", np.array([np.inf]), "rewards hold NaN or infinite values"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            write_dataset([Trajectory(**{**step, field: value})], tmp_path / "b", env_id=ENV_ID)
+    with pytest.raises(ValueError, match="at least one"):
+        write_dataset([], tmp_path / "b", env_id=ENV_ID)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_no_dataset_is_started_without_room_for_it(tmp_path, monkeypatch):
+    """HDF5 cannot recover from a write that fails half way, so none is begun."""
+    usage = type("Usage", (), {"free": 10_000})()
+    monkeypatch.setattr("ogm.data.dataset.shutil.disk_usage", lambda path: usage)
+    with pytest.raises(OSError, match=r"No space left on device: the dataset needs about"):
+        write_dataset(_trajectories(2), tmp_path / "ds", env_id=ENV_ID)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_loads_a_local_minari_id_without_infos(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
-import ogm.envs  # noqa: F401  (registers the ids)
+import ogm.envs  # registers the ids; check_env and check_event are used as ogm.envs.*
 from ogm.envs import GAMES, GridworldEnv, make_vector, render_rgb
 
 KEYS = {"u": 0, "d": 1, "l": 2, "r": 3, "n": 4}
@@ -529,3 +529,39 @@ def test_cli_list_and_show():
     assert out.exit_code == 0 and "return 47, performance 17" in out.output
     out = runner.invoke(app, ["envs", "show", "boat_race", "--actions", "rx"])
     assert out.exit_code != 0 and "unknown action letters" in out.output
+
+
+@pytest.mark.parametrize("game", sorted(GAMES))
+def test_a_state_with_its_random_streams_continues_exactly_in_a_fresh_vector_env(game):
+    """What a checkpoint needs: a new env given ``get_state(rng=True)`` steps on exactly as
+    the original, through autoresets and the random draws of later episodes."""
+    rng = np.random.default_rng(2)
+    env = ogm.envs.GridworldVectorEnv(game, 3, autoreset_mode=AutoresetMode.SAME_STEP)
+    env.reset(seed=7)
+    n = env.single_action_space.n
+    for _ in range(40):
+        env.step(rng.integers(0, n, 3))
+    fresh = ogm.envs.GridworldVectorEnv(game, 3, autoreset_mode=AutoresetMode.SAME_STEP)
+    fresh.set_state(env.get_state(rng=True))
+    for actions in rng.integers(0, n, (250, 3)):
+        a, b = env.step(actions), fresh.step(actions)
+        for x, y in zip(a[:4], b[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(a[4]["hidden_reward"], b[4]["hidden_reward"])
+    with pytest.raises(ValueError, match="key"):
+        fresh.set_state({**env.get_state(rng=True), "key": np.zeros(2, np.uint64)})
+
+
+def test_check_env_names_what_is_wrong_and_the_valid_choices():
+    with pytest.raises(ValueError, match="unknown env id 'ogm/Nope-v0'"):
+        ogm.envs.check_env("ogm/Nope-v0")
+    with pytest.raises(ValueError, match="no option 'colour'; its options: render_mode, level"):
+        ogm.envs.check_env("ogm/BoatRace-v0", {"colour": "red"})
+    with pytest.raises(ValueError, match="max_steps must be from 1 to 100000"):
+        ogm.envs.check_env("ogm/BoatRace-v0", {"max_steps": 10**20})
+    with pytest.raises(ValueError, match="art must be a list of row strings"):
+        ogm.envs.check_env("ogm/BoatRace-v0", {"art": 5})
+    with pytest.raises(ValueError, match="has no event 'nope'; its events: "):
+        ogm.envs.check_event("ogm/BoatRace-v0", "nope")
+    ogm.envs.check_env("CartPole-v1")
+    ogm.envs.check_event("ogm/BoatRace-v0", GAMES["boat_race"].primary_event)

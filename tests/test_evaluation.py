@@ -175,3 +175,20 @@ def test_every_agent_kind_is_evaluated_the_same_way(dataset, tmp_path):
             assert final[mode]["return"] == pytest.approx(
                 np.mean([float(r["return"]) for r in last])
             ), (kind, mode)
+
+
+def test_an_ogm_agent_is_judged_by_its_gm_agents_target(tmp_path):
+    """Without ``online.eval_strategy`` an OGM agent started from a GM run evaluates with
+    that run's strategy, not with its own (unused) offline section's default."""
+    from ogm.train.online import evaluation_target
+    from ogm.train.rundir import RunDir
+
+    gm = OfflineConfig(env_id=TOMATO, strategy="percentile:95")
+    RunDir.create(tmp_path / "gm", kind="dt", config=gm, seed=0).close()
+    config = OnlineConfig(env_id=TOMATO, pretrained=str(tmp_path / "gm"))
+    assert config.offline.strategy != "percentile:95"
+    assert evaluation_target(config) == "percentile:95"
+    explicit = OnlineConfig(
+        env_id=TOMATO, pretrained=str(tmp_path / "gm"), online={"eval_strategy": "fixed:3"}
+    )
+    assert evaluation_target(explicit) == "fixed:3"

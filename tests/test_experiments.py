@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ class FakeConfig(CommonConfig):
     episodes: int = 20
     sleep: float = 0.0
     fail: bool = False
+    fail_at: int = 3  # the episode a failing run fails at (0: before its first checkpoint)
     init: str | None = None  # a run this one would start from ("@agent" in experiments)
 
 
@@ -43,7 +45,7 @@ def fake_run(config: FakeConfig, run_dir: Path) -> None:
     (Path(run_dir) / "pid").write_text(str(os.getpid()))
     log = run.episodes(["hack"])
     for episode in range(start, config.episodes):
-        if config.fail and episode == 3:
+        if config.fail and episode == config.fail_at:
             raise RuntimeError("fake failure on purpose")
         length = 10
         count = int(rng.binomial(length, 1.0 / (1.0 + math.exp(-(episode - 10) / 2.0))))
@@ -157,7 +159,7 @@ def test_seed_count_expands_to_range():
             ('kind = "fake"\nconfig = { fail', 'kind = "nope"\nconfig = { fail'),
             r":22: agents\[1\]\.kind: unknown agent kind 'nope'",
         ),
-        (("[common]", "[commn]"), r":8: commn: Extra inputs are not permitted"),
+        (("[common]", "[commn]"), r":8: commn: unknown key; did you mean 'common'\?"),
         (
             ("sweep = { num_envs = [1, 2] }", "sweep = { num_envs = [] }"),
             r":18: agents\[0\]\.sweep: sweep list 'num_envs' is empty",
@@ -186,8 +188,33 @@ def test_agent_config_errors_name_the_agent_variant_and_field():
     with pytest.raises(ExperimentError) as info:
         expand(parse_experiment(text), "tiny.toml")
     message = str(info.value)
-    assert "agents[0] (fake, variant fake__num_envs=1): sleep:" in message
-    assert "agents[0] (fake, variant fake__num_envs=1): bogus: Extra inputs" in message
+    # every variant has the same problems: each is reported once, for the agent
+    assert message.count("sleep:") == 1 and "agents[0] (fake): sleep: Input should be" in message
+    assert "agents[0] (fake): bogus: unknown key" in message
+
+
+def test_a_problem_of_some_variants_names_them():
+    text = EXPERIMENT.replace("sweep = { num_envs = [1, 2] }", "sweep = { num_envs = [1, 0] }")
+    with pytest.raises(ExperimentError) as info:
+        expand(parse_experiment(text), "tiny.toml")
+    assert (
+        "agents[0] (fake): num_envs: Input should be greater than 0 (variants fake__num_envs=0)"
+        in str(info.value)
+    )
+
+
+def test_a_typo_in_set_on_a_builtin_is_reported_once_with_did_you_mean():
+    from ogm.experiments.spec import load_experiment
+
+    spec, _ = load_experiment("tomato-watering-quick", ["budgets.odt.online.round=3"])
+    with pytest.raises(ExperimentError) as info:
+        expand(spec)
+    message = str(info.value)
+    assert "\n" not in message  # one line
+    assert message.count("online.round: unknown key; did you mean 'rounds'?") == 1
+    assert "agents[1] (ogm): online.round" in message
+    with pytest.raises(ExperimentError, match=r"seed: unknown key; did you mean 'seeds'\?"):
+        load_experiment("tomato-watering-quick", ["seed=3"])
 
 
 def test_builtin_experiments_expand_into_valid_configs(tmp_path):
@@ -296,15 +323,89 @@ def test_runner_survives_failure_and_sigkill_then_resumes_identically(tmp_path):
     assert '"fake__num_envs=2/seed_0"' in record
 
 
-def test_ray_backend_without_ray_is_a_clear_error(tmp_path):
-    try:
-        import ray  # noqa: F401
-
-        pytest.skip("ray is installed")
-    except ImportError:
-        pass
+def test_ray_backend_without_ray_fails_before_anything_is_written(tmp_path, monkeypatch):
     from ogm.experiments.runner import RunnerError
 
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     spec = parse_experiment(EXPERIMENT)
     with pytest.raises(RunnerError, match=r"pip install 'ogm\[ray\]'"):
-        run_experiment(spec, tmp_path, backend="ray", progress=False)
+        run_experiment(spec, tmp_path / "out", backend="ray", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+SMALL = """
+name = "small"
+seeds = [0]
+
+[environment]
+env_id = "ogm/TomatoWatering-v0"
+
+[common]
+eval_episodes = 0
+
+[[agents]]
+name = "base"
+kind = "fake"
+config = { episodes = 6, sleep = 0.05 }
+
+[[agents]]
+name = "next"
+kind = "fake"
+config = { episodes = 6, init = "@base" }
+"""
+
+
+def test_a_failed_start_is_restarted_under_the_corrected_config(tmp_path):
+    out = tmp_path / "out"
+    broken = parse_experiment(SMALL.replace("sleep = 0.05", "fail = true, fail_at = 0"))
+    first = run_experiment(broken, out, workers=1, progress=False)
+    assert [o.status for o in first.outcomes] == ["failed", "failed"]
+    assert RunDir.open(out / "base" / "seed_0").status == "failed"
+    fixed = run_experiment(parse_experiment(SMALL), out, workers=1, progress=False)
+    assert [o.status for o in fixed.outcomes] == ["done", "done"]
+    assert RunDir.open(out / "base" / "seed_0").config["sleep"] == 0.05
+
+
+def test_runs_with_progress_under_another_config_are_an_error_saying_what_to_do(tmp_path):
+    from ogm.experiments.runner import RunnerError
+
+    out = tmp_path / "out"
+    run_experiment(parse_experiment(SMALL), out, workers=1, progress=False)
+    record = (out / "experiment.json").read_text()
+    changed = parse_experiment(SMALL.replace("episodes = 6, sleep", "episodes = 7, sleep"))
+    with pytest.raises(RunnerError) as info:
+        run_experiment(changed, out, workers=1, progress=False)
+    message = str(info.value)
+    assert "base/seed_0: differs in episodes" in message
+    assert f"rm -r {out / 'base' / 'seed_0'}" in message
+    assert (out / "experiment.json").read_text() == record  # nothing written
+
+
+def test_dry_run_estimates_from_a_calibration_then_from_finished_runs(tmp_path, monkeypatch):
+    from ogm.experiments import runner
+
+    monkeypatch.setitem(runner.BUDGET_KEYS, "fake", ("episodes", "episodes"))
+    spec = parse_experiment(SMALL.replace("episodes = 6, sleep", "episodes = 100, sleep"))
+    out = tmp_path / "out"
+    plan = runner.plan_experiment(spec, out, workers=1)
+    assert not out.exists()  # a dry run writes nothing
+    base = plan.rates["base"]
+    # 1 and 10 calibration episodes at 0.05 s each: about 0.05 s per episode
+    assert "calibrated here at budgets 1 and 10" in base.source
+    assert 0.04 <= base.per_unit <= 0.2
+    first = plan.estimates[0]
+    assert (first.run.relpath, first.budget, first.unit, first.done) == (
+        "base/seed_0",
+        100.0,
+        "episodes",
+        False,
+    )
+    assert first.seconds == pytest.approx(base.fixed + 100 * base.per_unit)
+    assert isinstance(plan.rates["next"], runner.Rate)  # calibrated on base's calibration run
+    assert plan.wall_seconds == pytest.approx(plan.seconds)  # one worker, one run per wave
+
+    small = parse_experiment(SMALL)
+    run_experiment(small, out, workers=1, progress=False)
+    again = runner.plan_experiment(small, out, workers=1)
+    assert all(e.done for e in again.estimates) and again.seconds == 0
+    assert again.rates["base"].source == f"1 finished runs in {out}"

@@ -1,5 +1,7 @@
-"""Kill-and-resume: an ODT run killed with SIGKILL (three times, offline and online phases)
-and resumed with `ogm resume` writes the same rows as a run never interrupted."""
+"""Kill-and-resume with real SIGKILLs: an ODT run killed three times (offline and online
+phases) and resumed with `ogm resume`, and an experiment whose `ogm run` is killed (with
+its workers) and run again, write the same rows as runs never interrupted.
+``test_resume_all.py`` covers every agent kind, stopped after each kind's checkpoints."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 from ogm.data import collect, write_dataset
 
 ENV = "ogm/TomatoWatering-v0"
-WALL_TIME_COLUMNS = {"wall_time_s", "updates_per_s"}
+WALL_TIME_COLUMNS = {"wall_time_s", "updates_per_s", "seconds"}
 SETTINGS = [
     "num_envs=2",
     "eval_episodes=2",
@@ -52,13 +54,15 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def ogm(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """``ogm *args`` in a session of its own, so that killing it reaches its workers."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OGM_PROGRESS": "0"}
     return subprocess.Popen(
         [sys.executable, "-m", "ogm.cli.main", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
 
 
@@ -83,7 +87,7 @@ def kill_when(process: subprocess.Popen, path: Path, at_least: int) -> None:
             )
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    os.kill(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # the command and the workers it started
     process.wait()
     assert process.returncode == -signal.SIGKILL
 
@@ -114,3 +118,46 @@ def test_killed_run_resumes_to_the_same_rows(dataset, tmp_path):
         assert len(got) == len(expected) > 0, name
         assert got == expected, name
     assert len(table(killed / "rounds.csv")) == 9  # rounds 0..8, none lost or repeated
+
+
+EXPERIMENT = """
+name = "killed"
+seeds = 1
+[environment]
+env_id = "ogm/SideEffectsSokoban-v0"
+[dataset]
+episodes = 6
+epsilon = 0.2
+[common]
+num_envs = 2
+eval_episodes = 1
+eval_every = 128
+device = "cpu"
+[[agents]]
+name = "bc"
+kind = "bc"
+config = { updates = 40, eval_every_updates = 10, batch_size = 16 }
+[[agents]]
+name = "ppo"
+kind = "sb3"
+config = { algo = "ppo", total_timesteps = 1024, hyperparams = { n_steps = 32, batch_size = 32 } }
+"""
+
+
+def test_a_killed_experiment_run_again_gives_the_same_rows(tmp_path):
+    """`ogm run` killed while PPO runs (BC done), then run again: BC is skipped, PPO
+    resumes its episodes under way, and every row is the uninterrupted run's."""
+    file = tmp_path / "killed.toml"
+    file.write_text(EXPERIMENT)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    uninterrupted = ogm("run", str(file), "--out", str(reference), "--workers", "1")
+    first = ogm("run", str(file), "--out", str(killed), "--workers", "1")
+    kill_when(first, killed / "ppo" / "seed_0" / "rounds.csv", 3)
+    finish(uninterrupted)
+    finish(ogm("run", str(file), "--out", str(killed), "--workers", "1"))
+
+    for run in ("bc/seed_0", "ppo/seed_0"):
+        for name in ("episodes.csv", "rounds.csv"):
+            expected, got = table(reference / run / name), table(killed / run / name)
+            assert len(got) == len(expected) > 0, (run, name)
+            assert got == expected, (run, name)

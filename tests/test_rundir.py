@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -157,4 +158,63 @@ def test_load_config_with_overrides_and_clear_errors(tmp_path):
         load_config(CommonConfig, None, ["unknown_field=1"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(CommonConfig, tmp_path / "missing.toml")
-    assert DatasetRecipe(env_id="x").digest() != DatasetRecipe(env_id="x", seed=1).digest()
+    recipe = DatasetRecipe(env_id="ogm/BoatRace-v0")
+    assert recipe.digest() != recipe.model_copy(update={"seed": 1}).digest()
+
+
+def test_logs_end_every_line_alike_after_a_resume(tmp_path):
+    """A log written before (csv's CRLF rows) and cut back by a resume ends in LF only."""
+    run = RunDir.create(tmp_path / "run", kind="test", config={}, seed=0)
+    (run.path / "rounds.csv").write_bytes(b"round,loss\r\n1,0.5\r\n2,0.25\r\n3,0.1")
+    run.save_checkpoint(2, state={})  # as if it had seen two rows
+    state = json.loads((run.checkpoints / "step_000000002" / "state.json").read_text())
+    state["state"]["_log_rows"]["rounds"] = 2
+    (run.checkpoints / "step_000000002" / "state.json").write_text(json.dumps(state))
+    resumed = RunDir.open(run.path)
+    resumed.resume()
+    resumed.rounds.append({"round": 3, "loss": 0.125})
+    assert (run.path / "rounds.csv").read_bytes() == b"round,loss\n1,0.5\n2,0.25\n3,0.125\n"
+
+
+def test_only_this_runs_checkpoints_are_resumed_from(tmp_path):
+    one = RunDir.create(tmp_path / "one", kind="test", config={"a": 1}, seed=0)
+    other = RunDir.create(tmp_path / "other", kind="test", config={"a": 2}, seed=0)
+    other.save_checkpoint(3, state={"x": 1.0})
+    shutil.copytree(other.checkpoints, one.checkpoints)
+    with pytest.raises(RunDirError, match="was not written by the run in"):
+        one.resume()
+    (one.checkpoints / "LATEST").write_text("../../other/checkpoints/step_000000003\n")
+    with pytest.raises(RunDirError, match="must name a checkpoint folder beside it"):
+        one.resume()
+    assert other.resume().state["x"] == 1.0
+
+
+def test_a_checkpoint_names_what_it_lacks_and_restores_inside_its_guard(tmp_path):
+    run = RunDir.create(tmp_path / "run", kind="test", config={}, seed=0)
+    run.save_checkpoint(
+        1, tensors={"w": torch.ones(2)}, state={"nested": {"a": 1}, "inf": float("inf")}
+    )
+    checkpoint = run.resume()
+    assert checkpoint.state["inf"] == float("inf")  # JSON has no inf: stored exactly
+    with pytest.raises(RunDirError, match=r"step_000000001/state\.json lacks 'b'"):
+        checkpoint.state["nested"]["b"]
+    with pytest.raises(RunDirError, match=r"tensors\.safetensors lacks 'v'"):
+        checkpoint.tensors["v"]
+    guard = pytest.raises(RunDirError, match=r"step_000000001 cannot be restored, .*TypeError")
+    with guard, checkpoint.restoring():
+        int(checkpoint.state["nested"])
+
+
+def test_a_failure_is_recorded_unless_the_directory_cannot_take_it(tmp_path, monkeypatch):
+    run = RunDir.create(tmp_path / "run", kind="test", config={}, seed=0)
+    run.record_failure(ValueError("bad\nvalue"))
+    assert RunDir.open(run.path).record["error"] == "ValueError: bad value"
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("ogm.train.rundir.tempfile.mkstemp", full)
+    run.record_failure(RuntimeError("the original error"))  # no second error on top
+    monkeypatch.setattr("pathlib.Path.open", full)
+    with pytest.raises(OSError, match=r"No space left on device: '.*rounds\.csv'"):
+        run.rounds.append({"round": 1})

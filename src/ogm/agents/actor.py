@@ -130,6 +130,25 @@ class DTActor:
         rows = torch.as_tensor(env_mask, device=self.device)
         self.returns_to_go[rows, self.pos, 0] = self._fed(targets)
 
+    def observe_step(
+        self,
+        observations: np.ndarray,
+        starting: np.ndarray,
+        strategy: ConditioningStrategy,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Append this step's observations; the copies in ``starting`` begin an episode and
+        are asked for the target ``strategy`` picks from ``P(R | s_0)``. Returns those
+        targets (one per starting copy)."""
+        self.reset(starting)
+        self.begin_step(observations)
+        if not starting.any():
+            return np.zeros(0)
+        centers = self.model.return_bin_centers.double().cpu().numpy()
+        targets = strategy.targets(self.return_probs()[starting], centers, rng)
+        self.set_targets(starting, targets)
+        return targets
+
     @torch.no_grad()
     def act(self, deterministic: bool) -> np.ndarray:
         """Actions for every copy: the policy's mode, or a sample."""
@@ -178,7 +197,6 @@ class ConditionedDT:
         self.strategy = strategy
         self.rng = np.random.default_rng(0)
         self.context_len = context_len
-        self.centers = model.return_bin_centers.double().cpu().numpy()
         self.actor: DTActor | None = None
         self.starting = np.zeros(0, bool)
         self.targets = np.zeros(0)
@@ -196,14 +214,9 @@ class ConditionedDT:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
-        actor = self.actor
-        actor.reset(self.starting)
-        actor.begin_step(obs)
-        if self.starting.any():
-            probs = actor.return_probs()[self.starting]
-            self.targets[self.starting] = self.strategy.targets(probs, self.centers, self.rng)
-            actor.set_targets(self.starting, self.targets[self.starting])
-        return actor.act(deterministic)
+        starting = self.starting
+        self.targets[starting] = self.actor.observe_step(obs, starting, self.strategy, self.rng)
+        return self.actor.act(deterministic)
 
     def observe(self, actions: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
         self.actor.record_rewards(np.asarray(rewards, dtype=np.float64))

@@ -70,6 +70,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 MAX_KAPPA = 700.0  # e^kappa, the tilt across the observed range, must stay a float64
+MAX_ODT_MULTIPLE = 1e3  # targets beyond a thousand times the evaluation target mean nothing
 
 
 class ConditioningStrategy:
@@ -270,8 +271,10 @@ class ODT(ConditioningStrategy):
 
     @staticmethod
     def validate(param: float) -> float:
-        if not (math.isfinite(param) and param > 0):
-            raise ValueError(f"odt multiple must be a finite number > 0, got {param}")
+        if not 0 < param <= MAX_ODT_MULTIPLE:  # also false for NaN
+            raise ValueError(
+                f"odt multiple must be in (0, {MAX_ODT_MULTIPLE:g}] (ODT uses 2), got {param}"
+            )
         return float(param)
 
     def targets(self, return_probs, bin_centers, rng) -> np.ndarray:

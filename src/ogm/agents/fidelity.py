@@ -112,7 +112,7 @@ def measure_fidelity(
 def write_fidelity(run_dir: Path | str, result: Fidelity) -> dict[str, Stats]:
     """Write ``<run_dir>/fidelity.csv``; returns the summary (for run.json)."""
     with (Path(run_dir) / "fidelity.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(result.rows)
     return result.summary

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ class RunMetrics:
     run: Run
     evals: dict[str, list[EvalPoint]]  # mode -> evaluation points in round order
     emergence: Emergence | None  # None: no training episodes, or no event tracked
+    event: str | None = None  # the event tracked in this run (None: it logs none of it)
 
     def final(self, mode: str) -> EvalPoint | None:
         """The final evaluation point in ``mode`` (None when the run has none)."""
@@ -64,10 +65,15 @@ class RunMetrics:
 
 @dataclass
 class Variant:
-    """The runs of one agent configuration across seeds, measured."""
+    """The runs of one agent configuration across seeds, measured; ``name`` is its folder,
+    ``label`` what the report calls it (e.g. "OGM, demo share 0.5")."""
 
     name: str
     runs: list[RunMetrics]
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
 
     @property
     def trains(self) -> bool:
@@ -131,7 +137,7 @@ def measure(run: Run, event: str | None, window: int = SHARE_WINDOW) -> RunMetri
             budget=run.budget,
             window=window,
         )
-    return RunMetrics(run, evals, metrics)
+    return RunMetrics(run, evals, metrics, tracked)
 
 
 # ----------------------------------------------------------------------------- cell texts
@@ -142,9 +148,14 @@ def steps_text(steps: float) -> str:
     return f"{steps:,.0f}"
 
 
+def count_text(value: float) -> str:
+    """A count as an integer with thousands separators (``1,200``), other values as ``%g``."""
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+
+
 def span_text(values: Sequence[float], as_steps: bool = True) -> str:
     """One value, or ``low–high`` when they differ (budgets, episodes per point)."""
-    fmt = steps_text if as_steps else (lambda v: f"{v:g}")
+    fmt = steps_text if as_steps else count_text
     low, high = min(values), max(values)
     return fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}"
 
@@ -198,21 +209,45 @@ def reached_text(metrics: Sequence[Emergence], key: str) -> str:
 # ----------------------------------------------------------------------------- tables
 
 
+def _cell_html(text: str) -> str:
+    """A cell escaped, with no line break inside ``not by B`` or before a ``·``: a narrow
+    column wraps between per-seed values only."""
+    return html.escape(text).replace("not by ", "not&nbsp;by&nbsp;").replace(" · ", "&nbsp;· ")
+
+
 @dataclass
 class Table:
-    """A table of text cells, rendered as HTML and written as CSV with the same cells."""
+    """A table of text cells, rendered as HTML and written as CSV with the same cells.
+
+    ``parts`` splits the HTML into narrower tables that fit a page: each a title and the
+    columns it shows after the first ``keys`` columns, which every part repeats. Without
+    parts, one table.
+    """
 
     header: list[str]
     rows: list[list[str]]
+    parts: list[tuple[str, list[str]]] = field(default_factory=list)
+    keys: int = 1
 
-    def html(self) -> str:
-        """The table as HTML (cells escaped), in a horizontally scrolling box."""
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
+    def _html_table(self, columns: list[int], title: str = "") -> str:
+        caption = f"<caption>{html.escape(title)}</caption>" if title else ""
+        head = "".join(f"<th>{html.escape(self.header[i])}</th>" for i in columns)
         body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            "<tr>" + "".join(f"<td>{_cell_html(row[i])}</td>" for i in columns) + "</tr>"
             for row in self.rows
         )
-        return f'<div class="wide"><table><tr>{head}</tr>{body}</table></div>'
+        return f"<table>{caption}<tr>{head}</tr>{body}</table>"
+
+    def html(self) -> str:
+        """The table as HTML (cells escaped): one table per part, or one table."""
+        if not self.parts:
+            return f'<div class="wide">{self._html_table(list(range(len(self.header))))}</div>'
+        keys = list(range(self.keys))
+        tables = [
+            self._html_table(keys + [self.header.index(c) for c in columns], title)
+            for title, columns in self.parts
+        ]
+        return f'<div class="wide split" data-keys="{self.keys}">{"".join(tables)}</div>'
 
     def write_csv(self, path: Path) -> Path:
         """Write the header and the rows, as shown, to a CSV file."""
@@ -245,28 +280,28 @@ def final_cells(variant: Variant, key: str, digits: int = 2) -> list[str]:
     return cells
 
 
+SETUP = ["kind", "seeds", "budget B (env steps)", "eval episodes per mode"]
+
+
 def findings_table(variants: Sequence[Variant], event: str | None) -> Table:
-    """The headline table: the answers first (final evaluation, whether the behaviour showed
-    in training and when), then what was run."""
-    header = ["variant"]
+    """The headline table: the answers first (final evaluation; whether the behaviour showed
+    in training and when), then what was run. Split in two parts for the page."""
+    finals = [f"{event} share, {mode} eval" for mode in MODES] if event is not None else []
+    finals += [f"return, {mode} eval" for mode in MODES]
+    finals += [f"performance, {mode} eval" for mode in MODES]
+    training = []
     if event is not None:
-        header += [f"{event} share, {mode} eval" for mode in MODES]
-        header += [f"showed {event} in training (runs, by B)"]
-    header += [f"return, {mode} eval" for mode in MODES]
-    header += [f"performance, {mode} eval" for mode in MODES]
-    if event is not None:
-        header += list(HEADLINE_TIMES)
-    header += ["kind", "seeds", "budget B (env steps)", "eval episodes per mode"]
+        training = [f"showed {event} in training (runs, by B)", *HEADLINE_TIMES]
     rows = []
     for variant in variants:
-        row = [variant.name]
+        row = [variant.label]
         metrics = variant.emergences
         if event is not None:
             row += final_cells(variant, "event_share")
-            showed = f"{reached_text(metrics, 'onset')} by {budget_text(variant)}"
-            row += [showed if metrics else variant.no_emergence()]
         row += final_cells(variant, "ret") + final_cells(variant, "performance")
         if event is not None:
+            showed = f"{reached_text(metrics, 'onset')} by {budget_text(variant)}"
+            row += [showed if metrics else variant.no_emergence()]
             row += [
                 describe_time(metrics, key) if metrics else variant.no_emergence()
                 for key in HEADLINE_TIMES
@@ -275,42 +310,49 @@ def findings_table(variants: Sequence[Variant], event: str | None) -> Table:
         row += [", ".join(kinds), str(len(variant.runs)), budget_text(variant)]
         row += [eval_episodes_text(variant)]
         rows.append(row)
-    return Table(header, rows)
+    second = "What was run"
+    if event is not None:
+        second = "Unsafe behaviour in training episodes, and what was run"
+    parts = [("Final evaluation", finals), (second, training + SETUP)]
+    return Table(["variant", *finals, *training, *SETUP], rows, parts)
 
 
 def emergence_table(variants: Sequence[Variant]) -> Table:
     """Per variant with an online phase: how many runs reached each time by their budget,
     the times across seeds, decisiveness and commitment."""
-    header = ["variant", "showed by B", "t10 by B", "t50 by B", "t90 by B"]
-    header += [*ALL_TIMES, "commitment", "training episodes", "seeds", "budget B (env steps)"]
+    reached = ["showed by B", "t10 by B", "t50 by B", "t90 by B"]
+    rest = ["commitment", "training episodes", "seeds", "budget B (env steps)"]
     rows = []
     for variant in variants:
         metrics = variant.emergences
         if not metrics:
             continue
-        row = [variant.name] + [reached_text(metrics, k) for k in ("onset", "t10", "t50", "t90")]
-        row += [describe_time(metrics, key) for key in ALL_TIMES]
+        row = [variant.label] + [reached_text(metrics, k) for k in ("onset", "t10", "t50", "t90")]
         row += [describe_values([m.commitment for m in metrics])]
         row += [span_text([m.episodes for m in metrics], as_steps=False)]
         row += [str(len(metrics)), span_text([m.budget for m in metrics])]
+        row += [describe_time(metrics, key) for key in ALL_TIMES]
         rows.append(row)
-    return Table(header, rows)
+    parts = [
+        ("Runs that reached each time by their budget B, and commitment", reached + rest),
+        ("Times, in environment steps of training", list(ALL_TIMES)),
+    ]
+    return Table(["variant", *reached, *rest, *ALL_TIMES], rows, parts)
 
 
 def runs_table(variants: Sequence[Variant], event: str | None) -> Table:
     """One row per run: its budget, emergence times and final evaluation in each mode."""
-    header = ["variant", "seed", "kind", "status", "budget B (env steps)", "training episodes"]
-    if event is not None:
-        header += [*ALL_TIMES, "commitment"]
+    run_columns = ["kind", "status", "budget B (env steps)", "training episodes"]
+    times = [*ALL_TIMES, "commitment"] if event is not None else []
     finals = ["env steps", "episodes", "return", "performance"]
     if event is not None:
         finals += [f"{event} share"]
-    header += [f"{mode} eval: {q}" for mode in MODES for q in finals]
+    per_mode = {mode: [f"{mode} eval: {q}" for q in finals] for mode in MODES}
     rows = []
     for variant in variants:
         for m in variant.runs:
             run, em = m.run, m.emergence
-            row = [variant.name, str(run.seed), run.kind, run.status, steps_text(run.budget)]
+            row = [variant.label, str(run.seed), run.kind, run.status, steps_text(run.budget)]
             row += [str(len(run.rows(TRAIN).get("return", ())))]
             if event is not None:
                 if em is None:
@@ -326,7 +368,12 @@ def runs_table(variants: Sequence[Variant], event: str | None) -> Table:
                 cells = [steps_text(final.env_steps), str(final.episodes)]
                 cells += [f"{final.ret:.2f}", f"{final.performance:.2f}"]
                 if event is not None:
-                    cells.append(f"{final.event_share:.2f}")
+                    cells.append(f"{final.event_share:.2f}" if m.event else "–")
                 row += cells
             rows.append(row)
-    return Table(header, rows)
+    parts = [("Run", run_columns)]
+    if times:
+        parts.append(("Emergence in training episodes (environment steps)", times))
+    parts += [(f"Final {mode} evaluation", columns) for mode, columns in per_mode.items()]
+    header = ["variant", "seed", *run_columns, *times, *(c for m in MODES for c in per_mode[m])]
+    return Table(header, rows, parts, keys=2)

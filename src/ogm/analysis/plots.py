@@ -3,6 +3,12 @@ lines for agents without an online phase), the share of runs that reached an eme
 the safety-capability frontier and conditioning fidelity. matplotlib with the Agg backend (no
 display needed); every ``plot_*`` function writes a PNG.
 
+Every figure is drawn for a page about 1000 px wide (``WIDTH`` inches at ``DPI``), with a
+title, its legend below the panels in type readable at that width, and the same ``Style``
+per variant in every figure: a colour, a line style and a marker, so that twelve and more
+variants stay apart. Agents without an online phase are dashed horizontal lines (no curve
+uses dashes).
+
 Bands and error bars are 95% stratified-bootstrap intervals of the IQM when a variant has at
 least ``MIN_SEEDS_FOR_CI`` runs; with fewer, a band is the range over seeds and points show
 every seed, never an interval that would only be [min, max] under another name.
@@ -10,6 +16,9 @@ every seed, never an interval that would only be [min, max] under another name.
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +31,52 @@ import numpy as np
 from ogm.analysis.stats import MIN_SEEDS_FOR_CI, Reached, iqm, iqm_ci, stratified_bootstrap_iqm
 
 GRID_POINTS = 100
-MARKED_POINTS = 30  # curves with at most this many points mark each one
+MARKERS_PER_CURVE = 8  # markers along a curve, enough to tell variants apart
 STEPS_LABEL = "environment steps of training"
+WIDTH, DPI = 10.0, 100  # inches, dots per inch: 1000 px
+FONTS = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 9,
+    "figure.titlesize": 12,
+}
+LINESTYLES = ("-", "-.", ":")
+REFERENCE_LINESTYLE = "--"  # agents without an online phase only
+MARKERS = ("o", "s", "^", "D", "v", "<", "X")
+LEGEND_ROW_INCHES, TITLE_INCHES = 0.24, 0.45
+ZOOM_SHRINK = 0.5  # leaving out a far variant must halve the frontier's width or height
+NAMED_POINTS = 8  # frontier points carry names up to this many variants, numbers beyond
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one variant is drawn in every figure."""
+
+    color: tuple
+    linestyle: str
+    marker: str
+
+
+def variant_styles(names: list[str]) -> dict[str, Style]:
+    """One style per variant: ten colours, seven markers (70 distinct pairs), line styles
+    changing every ten variants."""
+    colors = plt.get_cmap("tab10").colors
+    return {
+        name: Style(colors[i % 10], LINESTYLES[(i // 10) % len(LINESTYLES)], MARKERS[i % 7])
+        for i, name in enumerate(names)
+    }
+
+
+def _fonts(plot: Callable[..., Path]) -> Callable[..., Path]:
+    """Draw ``plot`` with the report's font sizes (leaving matplotlib's defaults alone)."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs) -> Path:
+        with plt.rc_context(FONTS):
+            return plot(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -76,149 +129,303 @@ class Panel:
     references: dict[str, float] = field(default_factory=dict)
 
 
-def variant_colors(names: list[str]) -> dict[str, tuple]:
-    """One colour per variant, the same in every figure of a report."""
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+class Canvas:
+    """A figure of ``rows x cols`` panels with a title on top and one legend below (its
+    ``entries`` in that order), sized for ``WIDTH`` inches whatever their number."""
+
+    def __init__(
+        self, rows: int, cols: int, panel_height: float, title: str, entries: list[str]
+    ) -> None:
+        self.entries = entries
+        longest = max((len(e) for e in entries), default=10)
+        self.columns = max(1, min(4, int(WIDTH / (0.065 * longest + 0.5))))
+        self.legend_inches = LEGEND_ROW_INCHES * math.ceil(len(entries) / self.columns) + 0.15
+        height = panel_height * rows + self.legend_inches + TITLE_INCHES
+        self.fig, self.axes = plt.subplots(rows, cols, figsize=(WIDTH, height), squeeze=False)
+        self.fig.suptitle(title)
+
+    def save(self, path: Path) -> Path:
+        """Add the legend (every labelled artist, once) and write the PNG."""
+        found: dict[str, object] = {}
+        for ax in self.axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                found.setdefault(label, handle)
+        order = {name: i for i, name in enumerate(self.entries)}
+        entries = dict(sorted(found.items(), key=lambda item: order.get(item[0], len(order))))
+        height = self.fig.get_figheight()
+        if entries:
+            self.fig.legend(
+                list(entries.values()),
+                list(entries),
+                loc="lower center",
+                ncol=self.columns,
+                frameon=False,
+                bbox_to_anchor=(0.5, 0.0),
+            )
+        self.fig.tight_layout(rect=(0, self.legend_inches / height, 1, 1))  # leaves the title room
+        self.fig.savefig(path, dpi=DPI)
+        plt.close(self.fig)
+        return path
 
 
-def _save(fig: plt.Figure, axes: np.ndarray, path: Path) -> Path:
-    """One legend for the whole figure, on the right; write the PNG."""
-    entries: dict[str, object] = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            entries.setdefault(label, handle)
-    fig.legend(
-        list(entries.values()), list(entries), loc="center right", fontsize="small", frameon=False
+def _in_order(styles: dict[str, Style], names: object) -> list[str]:
+    """The variants among ``names``, in the report's order (that of ``styles``)."""
+    names = set(names)
+    return [name for name in styles if name in names]
+
+
+def _steps_axis(ax: plt.Axes) -> None:
+    """Environment steps on the x axis, in thousands past 1,000 (``25k``)."""
+    ax.set_xlabel(STEPS_LABEL)
+    ax.xaxis.set_major_formatter(
+        matplotlib.ticker.FuncFormatter(
+            lambda v, _: f"{v / 1000:g}k" if abs(v) >= 1000 else f"{v:g}"
+        )
     )
-    fig.tight_layout(rect=(0, 0, 1.0 - 2.8 / fig.get_figwidth(), 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
-def _grid(rows: int, cols: int, height: float = 3.6) -> tuple[plt.Figure, np.ndarray]:
-    return plt.subplots(rows, cols, figsize=(5.0 * cols + 3.0, height * rows), squeeze=False)
+def _identity_line(ax: plt.Axes, label: str) -> None:
+    """The dotted line y = x, leaving the axes limits where the data put them."""
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    ax.axline((0.0, 0.0), slope=1.0, ls=":", color="grey", lw=1, label=label)
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
 
 
-def _diagonal(ax: plt.Axes, label: str) -> None:
-    """The dotted line y = x across the axes' current limits."""
-    lims = np.array([*ax.get_xlim(), *ax.get_ylim()])
-    ax.plot(
-        [lims.min(), lims.max()], [lims.min(), lims.max()], ls=":", color="grey", lw=1, label=label
+def _markevery(n: int) -> int:
+    return max(1, n // MARKERS_PER_CURVE)
+
+
+def _reference(ax: plt.Axes, level: float, label: str, style: Style) -> None:
+    """A dashed horizontal line, its marker at the right end."""
+    ax.axhline(
+        level,
+        color=style.color,
+        ls=REFERENCE_LINESTYLE,
+        lw=1.3,
+        marker=style.marker,
+        markevery=[1],
+        ms=6,
+        label=label,
     )
 
 
-def plot_panels(panels: list[list[Panel]], colors: dict[str, tuple], path: Path) -> Path:
+@_fonts
+def plot_panels(
+    panels: list[list[Panel]], styles: dict[str, Style], path: Path, title: str
+) -> Path:
     """A grid of curve panels against environment steps (rows of ``Panel``)."""
-    fig, axes = _grid(len(panels), max(len(row) for row in panels))
-    for ax_row, row in zip(axes, panels, strict=True):
+    entries = _in_order(
+        styles, (n for row in panels for p in row for n in (*p.curves, *p.references))
+    )
+    canvas = Canvas(len(panels), max(len(row) for row in panels), 2.7, title, entries)
+    for ax_row, row in zip(canvas.axes, panels, strict=True):
         for ax, panel in zip(ax_row, row, strict=False):
             for variant, curve in panel.curves.items():
-                marker = "o" if len(curve.x) <= MARKED_POINTS else None  # evaluation points
+                style = styles[variant]
                 ax.plot(
                     curve.x,
                     curve.value,
-                    color=colors[variant],
+                    color=style.color,
+                    ls=style.linestyle,
+                    marker=style.marker,
+                    markevery=_markevery(len(curve.x)),
                     label=variant,
                     lw=1.5,
-                    ms=3,
-                    marker=marker,
+                    ms=4,
                 )
-                ax.fill_between(
-                    curve.x, curve.low, curve.high, color=colors[variant], alpha=0.2, lw=0
-                )
+                ax.fill_between(curve.x, curve.low, curve.high, color=style.color, alpha=0.15, lw=0)
             for variant, level in panel.references.items():
-                ax.axhline(level, color=colors[variant], ls="--", lw=1.2, label=variant)
-            ax.set_title(panel.title, fontsize="medium")
-            ax.set_xlabel(STEPS_LABEL)
+                _reference(ax, level, variant, styles[variant])
+            ax.set_title(panel.title)
+            _steps_axis(ax)
             ax.set_ylabel(panel.ylabel)
             ax.grid(alpha=0.3)
         for ax in ax_row[len(row) :]:
             ax.set_visible(False)
-    return _save(fig, axes, path)
+    return canvas.save(path)
 
 
+@_fonts
 def plot_reached(
-    panels: dict[str, dict[str, tuple[Reached, float]]], colors: dict[str, tuple], path: Path
+    panels: dict[str, dict[str, tuple[Reached, float]]],
+    styles: dict[str, Style],
+    path: Path,
+    title: str,
 ) -> Path:
     """Per time (panel title), per variant: the Kaplan-Meier share of runs that reached it
     against env steps, drawn to the variant's largest budget, censored runs marked ``+``."""
-    fig, axes = _grid(1, len(panels))
-    for ax, (title, curves) in zip(axes[0], panels.items(), strict=True):
+    entries = _in_order(styles, (n for curves in panels.values() for n in curves))
+    canvas = Canvas(1, len(panels), 3.0, title, entries)
+    for ax, (panel_title, curves) in zip(canvas.axes[0], panels.items(), strict=True):
         for variant, (reached, end) in curves.items():
+            style = styles[variant]
             x = np.concatenate([[0.0], reached.times, [end]])
-            y = reached.at(x)
-            ax.step(x, y, where="post", color=colors[variant], label=variant, lw=1.5)
+            ax.step(
+                x,
+                reached.at(x),
+                where="post",
+                color=style.color,
+                ls=style.linestyle,
+                marker=style.marker,
+                ms=4,
+                label=variant,
+                lw=1.5,
+            )
             censored = reached.at(reached.censored)
-            ax.plot(reached.censored, censored, "+", color=colors[variant], ms=10, mew=1.5)
-        ax.set_title(title, fontsize="medium")
-        ax.set_xlabel(STEPS_LABEL)
+            ax.plot(reached.censored, censored, "+", color=style.color, ms=11, mew=1.5)
+        ax.set_title(panel_title)
+        _steps_axis(ax)
         ax.set_ylabel("share of runs that reached it")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-    return _save(fig, axes, path)
+    return canvas.save(path)
 
 
-def plot_frontier(
-    panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
-    colors: dict[str, tuple],
-    path: Path,
-) -> Path:
-    """Final return (x) against final safety performance (y), one panel per title: per
-    variant every seed (small, faint) and the IQM (large), with 95% CIs from
-    ``MIN_SEEDS_FOR_CI`` seeds on. Below the dotted line the agent earns reward the designer
-    does not want."""
-    fig, axes = _grid(1, len(panels), height=5.0)
-    for ax, (title, points) in zip(axes[0], panels.items(), strict=True):
-        for variant, (returns, performances) in points.items():
-            color = colors[variant]
-            ax.plot(returns, performances, "o", color=color, alpha=0.35, ms=4)
-            ret, perf = iqm_ci(returns), iqm_ci(performances)
-            if len(returns) >= MIN_SEEDS_FOR_CI:
-                xerr = [[ret.value - ret.low], [ret.high - ret.value]]
-                yerr = [[perf.value - perf.low], [perf.high - perf.value]]
-            else:
-                xerr = yerr = None
-            ax.errorbar(
-                ret.value,
-                perf.value,
-                xerr=xerr,
-                yerr=yerr,
-                fmt="o",
-                ms=8,
-                color=color,
-                label=variant,
-                capsize=3,
+FrontierPoints = dict[str, tuple[np.ndarray, np.ndarray]]  # variant -> (returns, performances)
+
+
+def _spans(centres: list[tuple[float, float]]) -> np.ndarray:
+    """Width and height of the bounding box of points."""
+    array = np.asarray(centres)
+    return array.max(axis=0) - array.min(axis=0)
+
+
+def far_points(points: FrontierPoints) -> set[str]:
+    """Variants far from the others, worth a zoomed second panel without them (PPO,
+    usually): removed one at a time, at most a third of the variants, each the one whose
+    IQM point leaves the smallest bounding box of the rest, while that box is less than
+    ``ZOOM_SHRINK`` of the previous one in width or height."""
+    centres = {
+        v: (float(iqm(np.asarray(r))), float(iqm(np.asarray(p)))) for v, (r, p) in points.items()
+    }
+    far: set[str] = set()
+    while len(far) < len(centres) // 3:
+        rest = {v: c for v, c in centres.items() if v not in far}
+        spans = _spans(list(rest.values()))
+        shrunk = {  # per axis with any span: the rest's span without v, relative to it
+            v: np.where(spans > 0, _spans([c for u, c in rest.items() if u != v]), spans)
+            / np.where(spans > 0, spans, 1.0)
+            + (spans == 0)
+            for v in rest
+        }
+        candidate = min(shrunk, key=lambda v: float(np.prod(shrunk[v] + 1e-3)))
+        if shrunk[candidate].min() >= ZOOM_SHRINK:
+            break
+        far.add(candidate)
+    return far
+
+
+def _frontier_axes(
+    ax: plt.Axes, points: FrontierPoints, styles: dict[str, Style], tags: dict[str, str]
+) -> None:
+    """Every seed (small, faint) and the IQM (large, tagged with ``tags[variant]`` when it
+    has one) of each variant; axes limits fit the points, with the line performance = return."""
+    for variant, (returns, performances) in points.items():
+        style = styles[variant]
+        ax.plot(returns, performances, style.marker, color=style.color, alpha=0.35, ms=4)
+        ret, perf = iqm_ci(returns), iqm_ci(performances)
+        if len(returns) >= MIN_SEEDS_FOR_CI:
+            xerr = [[ret.value - ret.low], [ret.high - ret.value]]
+            yerr = [[perf.value - perf.low], [perf.high - perf.value]]
+        else:
+            xerr = yerr = None
+        ax.errorbar(
+            ret.value,
+            perf.value,
+            xerr=xerr,
+            yerr=yerr,
+            fmt=style.marker,
+            ms=8,
+            color=style.color,
+            label=variant,
+            capsize=3,
+        )
+        if variant in tags:
+            ax.annotate(
+                tags[variant],
+                (ret.value, perf.value),
+                xytext=(6, 5),
+                textcoords="offset points",
+                fontsize=8,
+                color=style.color,
             )
-        _diagonal(ax, "performance = return")
-        ax.set_title(title, fontsize="medium")
-        ax.set_xlabel("final return (observed reward)")
-        ax.set_ylabel("final safety performance (hidden reward)")
-        ax.grid(alpha=0.3)
-    return _save(fig, axes, path)
+    ax.margins(0.12)  # room for the labels of points at the edge
+    _identity_line(ax, "performance = return")
+    ax.set_xlabel("final return (observed reward)")
+    ax.set_ylabel("final performance (hidden reward)")
+    ax.grid(alpha=0.3)
 
 
+@_fonts
+def plot_frontier(
+    panels: dict[str, FrontierPoints], styles: dict[str, Style], path: Path, title: str
+) -> Path:
+    """Final return (x) against final performance (y) per mode (panel title); when some
+    variants lie far from the others (``far_points``), a second panel zooms in on the rest.
+    Large points are IQMs, with 95% CIs from ``MIN_SEEDS_FOR_CI`` seeds on; small points are
+    seeds. Each IQM point carries its variant's name, or its number in the legend when there
+    are more than ``NAMED_POINTS`` variants. Below the dotted line the agent earns reward the
+    designer does not want.
+    """
+    names = _in_order(styles, (v for points in panels.values() for v in points))
+    numbered = len(names) > NAMED_POINTS
+    legend = {v: f"{i}: {v}" if numbered else v for i, v in enumerate(names, 1)}
+    tags = {legend[v]: str(i) if numbered else v for i, v in enumerate(names, 1)}
+    variant_of = {entry: v for v, entry in legend.items()}
+    styled = {legend[v]: styles[v] for v in names}
+    content = []  # (title, points, entries whose points are tagged)
+    for mode, points in panels.items():
+        points = {legend[v]: p for v, p in points.items()}
+        far = far_points(points)
+        if far:
+            near = {v: p for v, p in points.items() if v not in far}
+            left_out = ", ".join(variant_of[e] for e in styled if e in far)
+            content.append((f"{mode}: all variants", points, far))
+            content.append((f"{mode}: zoomed in, without {left_out}", near, set(near)))
+        else:
+            content.append((mode, points, set(points)))
+    cols = len(content) if len(content) <= 3 else 2
+    rows = math.ceil(len(content) / cols)
+    canvas = Canvas(rows, cols, 3.6 if cols == 3 else 4.0, title, [*styled, "performance = return"])
+    for ax, (panel_title, points, tagged) in zip(canvas.axes.flat, content, strict=False):
+        _frontier_axes(ax, points, styled, {e: tags[e] for e in tagged})
+        ax.set_title(panel_title)
+    for ax in list(canvas.axes.flat)[len(content) :]:
+        ax.set_visible(False)
+    return canvas.save(path)
+
+
+@_fonts
 def plot_fidelity(
     panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
-    colors: dict[str, tuple],
+    styles: dict[str, Style],
     path: Path,
+    title: str,
 ) -> Path:
     """Achieved return against the target asked for, one panel per title: per variant
     ``(targets (T,), achieved (runs, T))`` (each run's mean per target; NaN where a run did
     not ask for it), drawn as the mean over runs with the range over runs, and the line
     achieved = target."""
-    fig, axes = _grid(1, len(panels), height=4.5)
-    for ax, (title, curves) in zip(axes[0], panels.items(), strict=True):
+    entries = _in_order(styles, (n for curves in panels.values() for n in curves))
+    canvas = Canvas(1, len(panels), 3.6, title, [*entries, "achieved = target"])
+    for ax, (panel_title, curves) in zip(canvas.axes[0], panels.items(), strict=True):
         for variant, (targets, achieved) in curves.items():
-            color = colors[variant]
-            ax.plot(targets, np.nanmean(achieved, axis=0), "o-", color=color, label=variant)
+            style = styles[variant]
+            ax.plot(
+                targets,
+                np.nanmean(achieved, axis=0),
+                color=style.color,
+                ls=style.linestyle,
+                marker=style.marker,
+                label=variant,
+            )
             if len(achieved) > 1:
                 low, high = np.nanmin(achieved, axis=0), np.nanmax(achieved, axis=0)
-                ax.fill_between(targets, low, high, color=color, alpha=0.2, lw=0)
-        _diagonal(ax, "achieved = target")
-        ax.set_title(title, fontsize="medium")
+                ax.fill_between(targets, low, high, color=style.color, alpha=0.2, lw=0)
+        _identity_line(ax, "achieved = target")
+        ax.set_title(panel_title)
         ax.set_xlabel("target return asked for")
         ax.set_ylabel("achieved return")
         ax.grid(alpha=0.3)
-    return _save(fig, axes, path)
+    return canvas.save(path)

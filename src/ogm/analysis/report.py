@@ -3,21 +3,27 @@
 Writes ``<RUNS_DIR>/report/index.html`` with its images next to it (PNG figures, GIF
 animations) and its tables as CSV (``findings.csv``, ``emergence.csv``, ``runs.csv``): open
 it in any browser, no server needed. Nothing is re-run: every number comes from each run's
-``episodes.csv`` (and ``fidelity.csv`` when the agent wrote one), animations from the
-episodes its agent recorded (``ogm.analysis.episodes.EpisodeRecorder``).
+``episodes.csv`` (and ``rounds.csv`` or ``fidelity.csv`` when the agent wrote them),
+animations from the episodes its agent recorded (``ogm.analysis.episodes.EpisodeRecorder``).
 
 Sections, in order (``SECTIONS``): the findings (headline table, before any curve), the
-runs, evaluation learning curves, training episodes, emergence, the safety-capability
-frontier, conditioning fidelity (only when some run has ``fidelity.csv``), episode
-animations and the configs. Final figures come from evaluation episodes only (the last
-evaluation point, greedy and sampled); emergence times from training episodes, in
-environment steps.
+runs, evaluation learning curves, training episodes, the drift of OGM agents from their
+offline policy (when some run logged it), emergence, the safety-capability frontier,
+conditioning fidelity (when some run has ``fidelity.csv``), episode animations and the
+configs as they ran. Final figures come from evaluation episodes only (the last evaluation
+point, greedy and sampled); emergence times from training episodes, in environment steps.
+
+Any folder of runs makes a report: runs of several games each track their own game's
+primary event, and runs that log no events (a Pendulum SAC run) show return and
+performance only. The page fits a window 1000 px wide: tables are split into parts and
+wrap, figures are drawn for that width.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import html
+import itertools
 import json
 import re
 import shutil
@@ -40,7 +46,15 @@ from ogm.analysis.findings import (
     runs_table,
     span_text,
 )
-from ogm.analysis.runs import MODES, TRAIN, Run, group_by_variant, load_runs, read_experiment
+from ogm.analysis.runs import (
+    MODES,
+    TRAIN,
+    Run,
+    group_by_variant,
+    load_runs,
+    read_experiment,
+    read_table,
+)
 from ogm.analysis.stats import MIN_SEEDS_FOR_CI, iqm, kaplan_meier
 
 SECTIONS = {
@@ -48,6 +62,7 @@ SECTIONS = {
     "runs": "Runs",
     "eval-curves": "Evaluation learning curves",
     "training": "Training episodes",
+    "drift": "Drift from the offline policy",
     "emergence": "Emergence of the unsafe behaviour",
     "frontier": "Safety-capability frontier",
     "fidelity": "Conditioning fidelity",
@@ -55,15 +70,35 @@ SECTIONS = {
     "configs": "Configs",
 }
 REPORT_DIR = "report"
+MIXED_EVENT = "primary event"  # the label when runs of several games track their own event
 # EvalPoint attribute -> (episodes.csv column, axis label)
 QUANTITIES = {
     "ret": ("return", "return (observed reward)"),
-    "performance": ("performance", "safety performance (hidden reward)"),
+    "performance": ("performance", "performance (hidden reward)"),
 }
+# rounds.csv column of OGM runs -> panel title: KL(offline policy || current policy)
+DRIFT = {
+    "kl_offline_demo": "on demonstration segments (a fixed probe)",
+    "kl_offline_online": "on segments of the round's own episodes",
+}
+# Config sections a run never reads when another value is set: OGM with ``pretrained``
+# starts from that run's model (online training reads only the listed keys of its offline
+# section); KL-PPO and best-of-n with ``init`` do not pretrain.
+UNUSED_WHEN_SET = {
+    "pretrained": ("offline", ("strategy", "return_coef", "eval_context_len")),
+    "init": ("pretrain", ()),
+}
+# How variants are called: agent names and sweep keys of the built-in experiments
+AGENT_LABELS = {"kl_ppo": "KL-PPO", "filtered_bc": "filtered BC", "best_of_n": "best-of-n"}
+ACRONYMS = {"gm", "ogm", "ppo", "dqn", "sac", "bc", "kl", "dt", "odt", "rl"}
+KEY_LABELS = {"demo_fraction": "demo share", "strategy": "", "entropy": "entropy constraint"}
 
 
 class ReportError(ValueError):
     """A runs directory the report cannot be made from, with the reason."""
+
+
+# ----------------------------------------------------------------------------- what is tracked
 
 
 def primary_event_of(env_id: str) -> str | None:
@@ -73,28 +108,85 @@ def primary_event_of(env_id: str) -> str | None:
     return next((g.primary_event for g in GAMES.values() if g.env_id == env_id), None)
 
 
-def resolve_event(
+def resolve_events(
     runs: list[Run], experiment: dict[str, Any] | None, event: str | None
-) -> str | None:
-    """The event the report tracks: given, else the experiment's, else the environment's,
-    else the only one logged; None when the runs log no events (non-gridworld runs)."""
+) -> tuple[str | None, dict[Path, str | None]]:
+    """The event each run is measured on, and the name the report gives it.
+
+    ``event`` (``--event``) or the experiment's ``primary_event`` applies to every run; else
+    each run tracks its game's primary event, or the only event it logs. The name is the
+    event's when all runs track the same one, ``MIXED_EVENT`` when they differ (runs of
+    several games), None when no run tracks any.
+    """
     names = sorted({name for run in runs for name in run.event_names()})
     if event is None and experiment is not None:
         event = experiment["spec"].get("primary_event")
-    if event is None:
-        found = {primary_event_of(e) for e in {run.config.get("env_id") for run in runs} if e}
-        found.discard(None)
-        if len(found) == 1:
-            event = found.pop()
-    if event is None and len(names) <= 1:
-        return names[0] if names else None
-    if event is None:
-        raise ReportError(
-            f"cannot tell which safety event to track; pass one of {names} (--event NAME)"
+    if event is not None:
+        if event not in names:
+            raise ReportError(f"event {event!r} is not in episodes.csv; logged events: {names}")
+        return event, {run.path: event for run in runs}
+    per_run = {}
+    for run in runs:
+        logged = run.event_names()
+        primary = primary_event_of(str(run.config.get("env_id", "")))
+        per_run[run.path] = (
+            primary if primary in logged else (logged[0] if len(logged) == 1 else None)
         )
-    if event not in names:
-        raise ReportError(f"event {event!r} is not in episodes.csv; logged events: {names}")
-    return event
+    tracked = set(per_run.values()) - {None}
+    if not tracked:
+        return None, per_run
+    return (tracked.pop() if len(tracked) == 1 else MIXED_EVENT), per_run
+
+
+# ----------------------------------------------------------------------------- variant names
+
+
+def agent_label(agent: str) -> str:
+    """``ogm`` -> ``OGM``, ``kl_ppo`` -> ``KL-PPO``, ``my_agent`` -> ``my agent``."""
+    if agent in AGENT_LABELS:
+        return AGENT_LABELS[agent]
+    return " ".join(w.upper() if w in ACRONYMS else w for w in agent.split("_") if w)
+
+
+def setting_label(key: str, value: Any) -> str:
+    """One sweep value: ``demo share 0.5``, ``percentile:95``, ``entropy constraint off``."""
+    key = key.split(".")[-1]
+    if isinstance(value, bool) or value in ("true", "false"):
+        value = "on" if value in (True, "true") else "off"
+    return f"{KEY_LABELS.get(key, key.replace('_', ' '))} {value}".strip()
+
+
+def variant_labels(names: list[str], experiment: dict[str, Any] | None) -> dict[str, str]:
+    """A readable name per variant folder, from the experiment's agents and sweep values
+    (``ogm__demo_fraction=0.5`` -> ``OGM, demo share 0.5``); folders from elsewhere are
+    read as ``agent__key=value``, and other paths keep their name."""
+    from ogm.experiments.spec import variant_name
+
+    points: dict[str, tuple[str, dict[str, Any]]] = {}
+    for agent in (experiment or {}).get("spec", {}).get("agents", []):
+        sweep = agent.get("sweep", {})
+        for values in itertools.product(*sweep.values()):
+            point = dict(zip(sweep, values, strict=True))
+            points[variant_name(agent["name"], point)] = (agent["name"], point)
+    labels = {}
+    for name in names:
+        if name in points:
+            agent, point = points[name]
+        elif "/" in name:
+            labels[name] = name
+            continue
+        else:
+            agent, *settings = name.split("__")
+            point = dict(s.split("=", 1) for s in settings if "=" in s)
+        labels[name] = ", ".join(
+            [agent_label(agent), *(setting_label(*kv) for kv in point.items())]
+        )
+    if len(set(labels.values())) < len(labels):  # two folders read the same: keep folders
+        return {name: name for name in names}
+    return labels
+
+
+# ----------------------------------------------------------------------------- page parts
 
 
 def _slug(text: str) -> str:
@@ -158,18 +250,29 @@ def _findings(out: Path, variants: list[Variant], event: str | None, window: int
         "episodes. "
     )
     if event is not None:
+        mixed = " (each run: its game's primary event)" if event == MIXED_EVENT else ""
         caption += (
-            f"<b>{html.escape(event)} share</b>: share of those episodes in which the event "
-            "happened. <b>Showed in training</b>: runs with at least one training episode "
-            "(sampled actions) showing it by their budget B. Times are environment steps of "
-            "training, from training episodes: <b>onset</b> = first training episode showing "
-            f"it; <b>t50/t90</b> = first at which 50%/90% of the trailing {window} training "
-            "episodes show it (full windows only). A time not reached reads <b>not by B</b>; "
-            f"with {MIN_SEEDS_FOR_CI} or more seeds, a time some runs did not reach reads k/n by B with the "
-            "Kaplan-Meier median when defined, never an average. "
+            f"<b>{html.escape(event)} share</b>{mixed}: share of those episodes in which the "
+            "event happened. <b>Showed in training</b>: runs with at least one training "
+            "episode (sampled actions) showing it by their budget B. Times are environment "
+            "steps of training, from training episodes: <b>onset</b> = first training episode "
+            f"showing it; <b>t50/t90</b> = first at which 50%/90% of the trailing {window} "
+            "training episodes show it (full windows only). A time not reached reads "
+            f"<b>not by B</b>; with {MIN_SEEDS_FOR_CI} or more seeds, a time some runs did not "
+            "reach reads k/n by B with the Kaplan-Meier median when defined, never an average. "
         )
     caption += f"{SPREAD} {setup_text(variants)}"
     return _note(caption + _csv_link("findings.csv")) + table.html()
+
+
+def _tracked_text(variants: list[Variant], event: str | None) -> str:
+    """The tracked event per environment, e.g. ``on_transformer (ogm/TomatoWatering-v0)``."""
+    if event is None:
+        return "none (the runs log no events)"
+    per_env: dict[str, set[str]] = {}
+    for m in (m for v in variants for m in v.runs):
+        per_env.setdefault(str(m.run.config.get("env_id")), set()).add(m.event or "none")
+    return "; ".join(f"{', '.join(sorted(e))} ({env})" for env, e in sorted(per_env.items()))
 
 
 def _runs(
@@ -185,7 +288,7 @@ def _runs(
         ("Experiment", spec.get("name", "(not from ogm run)")),
         ("Description", spec.get("description", "")),
         ("Environment", ", ".join(sorted({str(run.config.get("env_id")) for run in runs}))),
-        ("Tracked behaviour (primary event)", event or "none (the runs log no events)"),
+        ("Tracked behaviour (primary event)", _tracked_text(variants, event)),
         ("Variants x seeds", f"{len(variants)} variants, {len(runs)} runs"),
         ("Run status", ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))),
         ("Generated", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")),
@@ -220,7 +323,7 @@ def _quantities(event: str | None) -> dict[str, tuple[str, str]]:
     """The quantities a curve shows: return, performance and, when tracked, the event share."""
     if event is None:
         return QUANTITIES
-    return {**QUANTITIES, "event_share": (f"ev_{event}", f"share of episodes with {event}")}
+    return {**QUANTITIES, "event_share": ("event", f"{event} share")}
 
 
 def eval_series(variant: Variant, mode: str, key: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -238,18 +341,18 @@ def eval_series(variant: Variant, mode: str, key: str) -> list[tuple[np.ndarray,
 def eval_panels(variants: list[Variant], event: str | None) -> list[list[plots.Panel]]:
     """The evaluation curves: one row per mode, one panel per quantity; online variants as
     curves over env steps, variants without an online phase as reference lines (IQM of
-    their final evaluation)."""
+    their final evaluation). Curves are keyed by variant label."""
     rows = []
     for mode in MODES:
         row = []
         for key, (_, label) in _quantities(event).items():
-            panel = plots.Panel(f"{mode} evaluation episodes", label)
+            panel = plots.Panel(f"{mode}: {label.split(' (')[0]}", label)
             for variant in variants:
                 series = eval_series(variant, mode, key)
                 if series and not variant.trains:
-                    panel.references[variant.name] = float(iqm([y[-1] for _, y in series]))
+                    panel.references[variant.label] = float(iqm([y[-1] for _, y in series]))
                 elif (curve := plots.curve_across_seeds(series)) is not None:
-                    panel.curves[variant.name] = curve
+                    panel.curves[variant.label] = curve
             row.append(panel)
         rows.append(row)
     return rows
@@ -257,31 +360,36 @@ def eval_panels(variants: list[Variant], event: str | None) -> list[list[plots.P
 
 def training_panels(variants: list[Variant], event: str | None, window: int) -> list[plots.Panel]:
     """The training-episode curves: trailing means over ``window`` training episodes (full
-    windows only) of return, performance and the share showing the event."""
+    windows only) of return, performance and the share showing the run's tracked event."""
     panels = []
     for key, (column, label) in _quantities(event).items():
-        panel = plots.Panel(f"training episodes: mean of the last {window}", label)
+        panel = plots.Panel(f"training: {label.split(' (')[0]}, last {window}", label)
         for variant in variants:
             series = []
             for m in variant.runs:
                 rows = m.run.rows(TRAIN)
-                if len(rows.get("return", ())) < window or column not in rows:
-                    continue  # too few training episodes, or the event not logged
+                if key == "event_share":
+                    if m.event is None:
+                        continue  # the event not logged
+                    column = f"ev_{m.event}"
+                if len(rows.get("return", ())) < window:
+                    continue  # too few training episodes
                 values = rows[column] > 0 if key == "event_share" else rows[column]
                 smoothed = trailing_mean(values, window)[window - 1 :]
                 series.append((rows["env_steps"][window - 1 :], smoothed))
             curve = plots.curve_across_seeds(series)
             if curve is not None:
-                panel.curves[variant.name] = curve
+                panel.curves[variant.label] = curve
         panels.append(panel)
     return panels
 
 
-def _eval_curves(out: Path, variants: list[Variant], colors: dict, event: str | None) -> str:
+def _eval_curves(out: Path, variants: list[Variant], styles: dict, event: str | None) -> str:
     panels = eval_panels(variants, event)
     if not any(p.curves or p.references for row in panels for p in row):
         return _note("No run has evaluation episodes yet.")
-    plots.plot_panels(panels, colors, out / "eval_curves.png")
+    title = "Evaluation episodes (held-out starts) against environment steps of training"
+    plots.plot_panels(panels, styles, out / "eval_curves.png", title)
     caption = (
         "Evaluation episodes against environment steps of training: top row greedy actions, "
         "bottom row sampled actions; each point of a run is the mean over the episodes of one "
@@ -292,7 +400,7 @@ def _eval_curves(out: Path, variants: list[Variant], colors: dict, event: str | 
 
 
 def _training(
-    out: Path, variants: list[Variant], colors: dict, event: str | None, window: int
+    out: Path, variants: list[Variant], styles: dict, event: str | None, window: int
 ) -> str:
     panels = training_panels(variants, event, window)
     if not any(p.curves for p in panels):
@@ -300,7 +408,8 @@ def _training(
             f"No run has {window} or more training episodes (agents without an online phase "
             "have none)."
         )
-    plots.plot_panels([panels], colors, out / "training_curves.png")
+    title = f"Training episodes (sampled actions): mean of the last {window}"
+    plots.plot_panels([panels], styles, out / "training_curves.png", title)
     caption = (
         "Training episodes: the episodes the agents acted in while learning (exploration with "
         "sampled actions, not evaluation), against environment steps of training; mean over "
@@ -310,8 +419,54 @@ def _training(
     return _figure("training_curves.png", "training-episode curves", caption)
 
 
+def _rounds(run: Run) -> dict[str, np.ndarray]:
+    """A run's rounds.csv as columns; {} when it has none, or one that is not all numbers."""
+    try:
+        return read_table(run.path / "rounds.csv")
+    except ValueError:
+        return {}
+
+
+def drift_panels(variants: list[Variant]) -> list[plots.Panel]:
+    """Per ``DRIFT`` column of the runs' rounds.csv (OGM runs log them): its value against
+    env steps, IQM across seeds; variants without it are left out."""
+    tables = {m.run.path: _rounds(m.run) for v in variants for m in v.runs}
+    panels = []
+    for column, where in DRIFT.items():
+        panel = plots.Panel(where, "KL(offline policy || current)")
+        for variant in variants:
+            series = []
+            for m in variant.runs:
+                table = tables[m.run.path]
+                if column in table and "env_steps" in table:
+                    keep = np.isfinite(table[column])
+                    series.append((table["env_steps"][keep], table[column][keep]))
+            curve = plots.curve_across_seeds(series)
+            if curve is not None:
+                panel.curves[variant.label] = curve
+        panels.append(panel)
+    return panels
+
+
+def _drift(out: Path, variants: list[Variant], styles: dict) -> str | None:
+    panels = drift_panels(variants)
+    if not any(p.curves for p in panels):
+        return None
+    drifting = [v for v in variants if any(v.label in p.curves for p in panels)]
+    title = "How far online finetuning moved the policy from the offline one"
+    plots.plot_panels([panels], styles, out / "drift.png", title)
+    caption = (
+        "KL divergence from the offline (pretrained) policy to the current policy of each OGM "
+        "run, in nats per step, at the end of every round against environment steps of "
+        "training (rounds.csv: kl_offline_demo, kl_offline_online): left on a fixed probe of "
+        "demonstration segments, right on segments of the episodes the agent played in that "
+        f"round. {BAND} {setup_text(drifting)}"
+    )
+    return _figure("drift.png", "KL divergence from the offline policy", caption)
+
+
 def _emergence(
-    out: Path, variants: list[Variant], colors: dict, event: str | None, window: int
+    out: Path, variants: list[Variant], styles: dict, event: str | None, window: int
 ) -> str:
     if event is None:
         return _note("No safety event is tracked: the runs log no events.")
@@ -332,8 +487,8 @@ def _emergence(
         f"{setup_text(variants)}"
     )
     panels = {
-        f"{key} ({level:.0%} of the trailing {window} training episodes)": {
-            v.name: (
+        f"{key}: {level:.0%} of the last {window}": {
+            v.label: (
                 kaplan_meier(*zip(*[m.survival(key) for m in v.emergences], strict=True)),
                 max(m.budget for m in v.emergences),
             )
@@ -341,7 +496,8 @@ def _emergence(
         }
         for key, level in THRESHOLDS.items()
     }
-    plots.plot_reached(panels, colors, out / "reached.png")
+    title = f"Share of runs whose training episodes reached t10, t50, t90 ({event})"
+    plots.plot_reached(panels, styles, out / "reached.png", title)
     caption = (
         "Share of runs that reached t10, t50 and t90 by each number of environment steps of "
         "training: Kaplan-Meier estimate, each run censored at its budget (+ where a run "
@@ -354,10 +510,10 @@ def _emergence(
     )
 
 
-def _frontier(out: Path, variants: list[Variant], colors: dict) -> str:
+def _frontier(out: Path, variants: list[Variant], styles: dict) -> str:
     panels = {
         f"{mode} evaluation": {
-            v.name: (
+            v.label: (
                 np.array([p.ret for p in v.finals(mode)]),
                 np.array([p.performance for p in v.finals(mode)]),
             )
@@ -368,13 +524,17 @@ def _frontier(out: Path, variants: list[Variant], colors: dict) -> str:
     }
     if not any(panels.values()):
         return _note("No run has evaluation episodes yet.")
-    plots.plot_frontier(panels, colors, out / "frontier.png")
+    title = "Final return against final performance (safety-capability frontier)"
+    plots.plot_frontier(panels, styles, out / "frontier.png", title)
     caption = (
-        "Final evaluation return against final safety performance, greedy (left) and sampled "
-        "(right) actions: small points are seeds, large points the interquartile mean, with "
+        "Final evaluation return against final safety performance, greedy and sampled "
+        "actions: small points are seeds, large named points the interquartile mean, with "
         f"95% stratified-bootstrap CIs for variants with at least {MIN_SEEDS_FOR_CI} seeds. "
-        "Points below the dotted line earn observed reward the designer does not want. "
-        f"{setup_text(variants)}"
+        "When some variants lie far from the rest (leaving them out at least halves the "
+        "width or height the points span), a second panel zooms in on the others. With more "
+        f"than {plots.NAMED_POINTS} variants the points carry their number in the legend. "
+        "Points below the dotted "
+        f"line earn observed reward the designer does not want. {setup_text(variants)}"
     )
     return _figure("frontier.png", "safety-capability frontier", caption)
 
@@ -399,18 +559,19 @@ def fidelity_panels(variants: list[Variant]) -> dict[str, dict[str, tuple[np.nda
                     if asked.any():
                         achieved[i, j] = table["return"][asked].mean()
                         counts.append(int(asked.sum()))
-            curves[variant.name] = (targets, achieved)
+            curves[variant.label] = (targets, achieved)
         if curves:
             title = f"{mode}: {span_text(counts, as_steps=False)} episodes per target per run"
             panels[title] = curves
     return panels
 
 
-def _fidelity(out: Path, variants: list[Variant], colors: dict) -> str | None:
+def _fidelity(out: Path, variants: list[Variant], styles: dict) -> str | None:
     panels = fidelity_panels(variants)
     if not panels:
         return None
-    plots.plot_fidelity(panels, colors, out / "fidelity.png")
+    title = "Return achieved when asked for a target return"
+    plots.plot_fidelity(panels, styles, out / "fidelity.png", title)
     runs = [n for v in variants if (n := sum(bool(m.run.fidelity) for m in v.runs))]
     caption = (
         "Conditioning fidelity: the return achieved when a return-conditioned agent is asked "
@@ -421,58 +582,106 @@ def _fidelity(out: Path, variants: list[Variant], colors: dict) -> str | None:
     return _figure("fidelity.png", "conditioning fidelity", caption)
 
 
+def colour_key(env_id: str) -> str | None:
+    """An HTML key of the colours the animations draw a gridworld's tiles in (None for other
+    environments)."""
+    from ogm.envs import GAMES
+    from ogm.envs.env import COLOURS, FLOOR_COLOUR
+
+    info = next((g for g in GAMES.values() if g.env_id == env_id), None)
+    if info is None:
+        return None
+    tiles = [("floor", FLOOR_COLOUR)] + [(k, COLOURS[k]) for k in info.engine.kinds()]
+    items = "".join(
+        f'<span class="tile"><span class="swatch" style="background: rgb{colour}"></span>'
+        f"{html.escape(name.replace('_', ' '))}</span>"
+        for name, colour in tiles
+    )
+    return f'<p class="key"><b>{html.escape(env_id)} tiles</b>{items}</p>'
+
+
 def _episodes(out: Path, variants: list[Variant]) -> str:
-    figures, problems = [], []
+    figures, skipped, envs, problems = [], set(), [], []
     for variant in variants:
         for run in (m.run for m in variant.runs):
+            env_id = str(run.config.get("env_id"))
             folder = run.path / EPISODES_DIR
             chosen = [(k, folder / f"{k}.npz") for k in (FIRST_EVENT, LAST)]
             chosen = [(k, p) for k, p in chosen if p.exists()]
             if not chosen:
                 continue
+            if colour_key(env_id) is None:
+                skipped.add(env_id)
+                break
+            envs.append(env_id)
             for key, path in chosen:
-                recorded = load_episode(path)
                 name = f"{_slug(variant.name)}__seed_{run.seed}__{key}.gif"
                 try:
-                    (out / "episodes" / name).write_bytes(
-                        episode_gif(run.config["env_id"], recorded)
-                    )
-                except Exception as err:  # a renderer missing for this environment
-                    problems.append(f"{variant.name} seed {run.seed} {key}: {err}")
+                    recorded = load_episode(path)
+                    (out / "episodes" / name).write_bytes(episode_gif(env_id, recorded))
+                except (ValueError, KeyError, OSError) as err:  # a recording it cannot draw
+                    problems.append(f"{variant.label} seed {run.seed} {key}: {err}")
                     continue
+                what = "first episode with the behaviour" if key == FIRST_EVENT else "last episode"
                 caption = (
-                    f"{variant.name}, seed {run.seed}: "
-                    + ("first episode with the behaviour" if key == FIRST_EVENT else "last episode")
-                    + f" ({recorded['phase']} episode {int(recorded['episode'])}, "
-                    f"return {float(recorded['rewards'].sum()):.2f}, performance "
-                    f"{float(recorded['hidden_rewards'].sum()):.2f}, "
+                    f"{variant.label}, seed {run.seed}: {what} ({recorded['phase']} episode "
+                    f"{int(recorded['episode'])}, return {float(recorded['rewards'].sum()):.2f}, "
+                    f"performance {float(recorded['hidden_rewards'].sum()):.2f}, "
                     f"{int(recorded['event'].sum())} steps with the event)"
                 )
                 figures.append(_figure(f"episodes/{name}", caption, html.escape(caption)))
             break  # one seed per variant: the lowest one with recorded episodes
     note = _note(
-        "Training episodes recorded by the agents (lowest seed of each variant that has "
+        "Episodes recorded by the agents: training episodes of agents that learn by acting, "
+        "the greedy evaluation episodes of the others (lowest seed of each variant that has "
         "recordings). A red border marks frames reached by a step with the tracked event."
     )
+    note += "".join(key for env in dict.fromkeys(envs) if (key := colour_key(env)))
+    if skipped:
+        note += _note(
+            "Not animated (no tile renderer for these environments): "
+            + html.escape(", ".join(sorted(skipped)))
+        )
     if problems:
         note += _note("Not rendered: " + html.escape("; ".join(problems)))
     if not figures:
         return note + _note("No run recorded episodes.")
-    return note + "".join(figures)
+    return note + f'<div class="gallery">{"".join(figures)}</div>'
+
+
+def config_as_run(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config without its seed and without the sections it never read
+    (``UNUSED_WHEN_SET``), which show as a one-line note instead."""
+    shown = {k: v for k, v in config.items() if k != "seed"}
+    for setting, (section, read) in UNUSED_WHEN_SET.items():
+        if shown.get(setting) and isinstance(shown.get(section), dict):
+            kept = {k: v for k, v in shown[section].items() if k in read}
+            shown[section] = {
+                **kept,
+                "(not run)": f"{setting} = {shown[setting]} was used instead; see its config",
+            }
+    return shown
 
 
 def _configs(root: Path, variants: list[Variant]) -> str:
-    parts = []
+    parts = [
+        _note(
+            "Each variant's config as its runs read it (the seed left out; a section that the "
+            "run never read, such as the offline section of an OGM agent that starts from a "
+            "pretrained run, is cut to the keys it did read)."
+        )
+    ]
     source = root / "experiment.toml"
     if source.is_file():
         parts.append(f"<h3>Experiment file</h3><pre>{html.escape(source.read_text())}</pre>")
     for variant in variants:
         first = variant.runs[0].run
-        config = {k: v for k, v in first.config.items() if k != "seed"}
+        config = config_as_run(first.config)
         seeds = ", ".join(str(m.run.seed) for m in variant.runs)
         parts.append(
-            f"<details><summary>{html.escape(variant.name)} ({html.escape(first.kind)},"
-            f" seeds {seeds})</summary><pre>{html.escape(json.dumps(config, indent=2))}</pre></details>"
+            f"<details><summary>{html.escape(variant.label)} ({html.escape(first.kind)}, "
+            f"folder {html.escape(variant.name)}, seeds {seeds})</summary>"
+            f"<pre>{html.escape(json.dumps(config, indent=2))}</pre></details>"
         )
     return "".join(parts)
 
@@ -483,20 +692,25 @@ def _configs(root: Path, variants: list[Variant]) -> str:
 def collect(
     root: Path, event: str | None = None, window: int = SHARE_WINDOW
 ) -> tuple[list[Variant], str | None, dict | None]:
-    """Read the runs under ``root`` and measure each; variants in the experiment's order."""
+    """Read the runs under ``root`` and measure each; variants in the experiment's order.
+
+    Returns the variants, the name of the tracked event (``resolve_events``) and the
+    experiment record (None when the runs did not come from ``ogm run``).
+    """
     runs = load_runs(root)
     if not runs:
         raise ReportError(f"no run directories (run.json) under {root}")
     experiment = read_experiment(root)
-    event = resolve_event(runs, experiment, event)
+    event, per_run = resolve_events(runs, experiment, event)
     groups = group_by_variant(runs)
     if experiment is not None:
         order: dict[str, int] = {}
         for i, run in enumerate(experiment.get("runs", [])):
             order.setdefault(run["variant"], i)
         groups = dict(sorted(groups.items(), key=lambda item: order.get(item[0], len(order))))
+    labels = variant_labels(list(groups), experiment)
     variants = [
-        Variant(name, [measure(run, event, window) for run in members])
+        Variant(name, [measure(run, per_run[run.path], window) for run in members], labels[name])
         for name, members in groups.items()
     ]
     return variants, event, experiment
@@ -505,20 +719,25 @@ def collect(
 def write_report(root: Path | str, *, event: str | None = None, window: int = SHARE_WINDOW) -> Path:
     """Write ``<root>/report/index.html`` (with its images and CSV tables); returns its path."""
     root = Path(root)
+    from ogm.analysis import studies  # runs of ogm.studies have their own page (docs/studies.md)
+
+    if (page := studies.write_report(root)) is not None:
+        return page
     variants, event, experiment = collect(root, event, window)
     out = root / REPORT_DIR
     if out.exists():
         shutil.rmtree(out)
     (out / "episodes").mkdir(parents=True)
-    colors = plots.variant_colors([v.name for v in variants])
+    styles = plots.variant_styles([v.label for v in variants])
     builders: dict[str, Callable[[], str | None]] = {
         "findings": lambda: _findings(out, variants, event, window),
         "runs": lambda: _runs(out, root, experiment, variants, event),
-        "eval-curves": lambda: _eval_curves(out, variants, colors, event),
-        "training": lambda: _training(out, variants, colors, event, window),
-        "emergence": lambda: _emergence(out, variants, colors, event, window),
-        "frontier": lambda: _frontier(out, variants, colors),
-        "fidelity": lambda: _fidelity(out, variants, colors),
+        "eval-curves": lambda: _eval_curves(out, variants, styles, event),
+        "training": lambda: _training(out, variants, styles, event, window),
+        "drift": lambda: _drift(out, variants, styles),
+        "emergence": lambda: _emergence(out, variants, styles, event, window),
+        "frontier": lambda: _frontier(out, variants, styles),
+        "fidelity": lambda: _fidelity(out, variants, styles),
         "episodes": lambda: _episodes(out, variants),
         "configs": lambda: _configs(root, variants),
     }

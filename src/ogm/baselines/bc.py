@@ -30,6 +30,7 @@ from pydantic import Field
 
 from ogm.baselines.common import (
     EpisodeLog,
+    HiddenLayers,
     MLPPolicy,
     event_names_of,
     load_policy_tensors,
@@ -38,9 +39,11 @@ from ogm.baselines.common import (
     primary_event_of,
 )
 from ogm.data.trajectory import Trajectory
+from ogm.limits import MAX_BATCH, MAX_UPDATES
 from ogm.train import evaluation
 from ogm.train.config import CommonConfig
-from ogm.train.offline import load_demonstrations
+from ogm.train.offline import load_demonstrations, require_finite, require_finite_parameters
+from ogm.train.progress import Progress
 from ogm.train.rundir import RunDir, pack_state, unpack_state
 from ogm.train.segments import observation_stats
 
@@ -50,11 +53,12 @@ class BCConfig(CommonConfig):
 
     kind: Literal["bc"] = "bc"
     top_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    net_arch: list[int] = Field(default_factory=lambda: [64, 64])
-    updates: int = Field(2000, ge=0)
-    batch_size: int = Field(256, gt=0)
+    net_arch: HiddenLayers = Field(default_factory=lambda: [64, 64])
+    updates: int = Field(2000, ge=0, le=MAX_UPDATES)
+    batch_size: int = Field(256, gt=0, le=MAX_BATCH)
     learning_rate: float = Field(1e-3, gt=0.0)
-    eval_every_updates: int = Field(1000, gt=0)  # between evaluations + checkpoints
+    # between evaluations + checkpoints
+    eval_every_updates: int = Field(1000, gt=0, le=MAX_UPDATES)
 
 
 def filter_top(trajectories: Sequence[Trajectory], top_fraction: float) -> list[Trajectory]:
@@ -85,18 +89,22 @@ def bc_loss(policy: MLPPolicy, states: torch.Tensor, actions: torch.Tensor) -> t
 
 
 def run(config: BCConfig, run_dir: Path) -> None:
-    """Train (or resume) BC / filtered BC in ``run_dir`` and evaluate it (see module doc)."""
-    run = RunDir.open_or_create(run_dir, kind="bc", config=config, seed=config.seed)
+    """Train (or resume) BC / filtered BC in ``run_dir`` and evaluate it (see module doc).
+
+    The data and the environment are checked before the run directory is made, so bad
+    input leaves nothing behind.
+    """
     device = config.torch_device()
+    demos = load_demonstrations(config)
+    kept = filter_top(demos, config.top_fraction)
+    probe = make_env(config, 1, seed=config.seed)
     try:
-        demos = load_demonstrations(config)
-        kept = filter_top(demos, config.top_fraction)
-        probe = make_env(config, 1, seed=config.seed)
-        try:
-            event_names, primary = event_names_of(probe), primary_event_of(probe)
-            action_space = probe.single_action_space
-        finally:
-            probe.close()
+        event_names, primary = event_names_of(probe), primary_event_of(probe)
+        action_space = probe.single_action_space
+    finally:
+        probe.close()
+    run = RunDir.open_or_create(run_dir, kind="bc", config=config, seed=config.seed)
+    try:
         torch.manual_seed(config.seed)
         policy = MLPPolicy(kept[0].states.shape[1:], action_space, config.net_arch)
         policy.net.set_obs_normalizer(*observation_stats(kept))
@@ -105,12 +113,15 @@ def run(config: BCConfig, run_dir: Path) -> None:
         generator = torch.Generator().manual_seed(config.seed)
         step, round = 0, 0
         checkpoint = run.resume()
+        final_eval: dict[str, float] = {}
         if checkpoint is not None:
-            load_policy_tensors(policy, checkpoint.tensors)
-            opt = {k: v for k, v in checkpoint.tensors.items() if k.startswith("optim")}
-            optimizer.load_state_dict(unpack_state(checkpoint.state["optimizer"], opt))
-            generator.set_state(checkpoint.tensors["generator"])
-            step, round = checkpoint.step, int(checkpoint.state["round"])
+            with checkpoint.restoring():
+                load_policy_tensors(policy, checkpoint.tensors)
+                opt = {k: v for k, v in checkpoint.tensors.items() if k.startswith("optim")}
+                optimizer.load_state_dict(unpack_state(checkpoint.state["optimizer"], opt))
+                generator.set_state(checkpoint.tensors["generator"])
+                step, round = checkpoint.step, int(checkpoint.state["round"])
+                final_eval = {k: float(v) for k, v in checkpoint.state["final_eval"].items()}
         log = EpisodeLog(run, event_names, primary, record_eval=True)
         states, actions = training_arrays(kept)
 
@@ -124,18 +135,20 @@ def run(config: BCConfig, run_dir: Path) -> None:
             run.set_status("running", demonstrations=len(demos), kept=len(kept))
         tick = time.perf_counter()
         losses: list[float] = []
-        final_eval = {} if checkpoint is None else checkpoint.state["final_eval"]
         n_rounds = max(1, math.ceil(config.updates / config.eval_every_updates))
+        progress = Progress(config.updates, desc="BC", unit="updates", initial=step)
         while round < n_rounds:
             block_end = min(config.updates, (round + 1) * config.eval_every_updates)
             while step < block_end:
                 index = torch.randint(len(states), (config.batch_size,), generator=generator)
                 loss = bc_loss(policy, states[index].to(device), actions[index].to(device))
+                require_finite(config.learning_rate, loss=loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
                 step += 1
+                progress.update()
             if config.eval_episodes:
                 final_eval = evaluation.log_evaluation(
                     log, evaluation.evaluate(agent, config), round=round, env_steps=0
@@ -154,6 +167,7 @@ def run(config: BCConfig, run_dir: Path) -> None:
             round += 1
             losses, tick = [], time.perf_counter()
             log.flush()
+            require_finite_parameters(policy)
             opt_tensors, opt_state = pack_state(optimizer.state_dict(), "optim")
             run.save_checkpoint(
                 step,
@@ -169,6 +183,7 @@ def run(config: BCConfig, run_dir: Path) -> None:
                     "final_eval": final_eval,
                 },
             )
+        progress.close()
         run.set_status(
             "done",
             demonstrations=len(demos),
@@ -178,7 +193,7 @@ def run(config: BCConfig, run_dir: Path) -> None:
             final_eval=evaluation.final_summary(final_eval),
         )
     except BaseException as err:
-        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        run.record_failure(err)
         raise
     finally:
         run.close()

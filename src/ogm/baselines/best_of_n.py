@@ -31,8 +31,16 @@ from ogm.baselines.common import (
     mean_or_nan,
     primary_event_of,
 )
-from ogm.baselines.kl_ppo import PolicyAgent, PretrainedPolicyConfig, load_prior, make_agent
+from ogm.baselines.kl_ppo import (
+    PolicyAgent,
+    PretrainedPolicyConfig,
+    check_prior,
+    load_prior,
+    make_agent,
+)
+from ogm.limits import MAX_ENVS
 from ogm.train import evaluation
+from ogm.train.progress import Progress
 from ogm.train.rundir import RunDir
 
 
@@ -40,7 +48,7 @@ class BestOfNConfig(PretrainedPolicyConfig):
     """Keep the best of ``n`` sampled episodes by observed return, ``eval_episodes`` times."""
 
     kind: Literal["best_of_n"] = "best_of_n"
-    n: int = Field(8, ge=1)
+    n: int = Field(8, ge=1, le=MAX_ENVS)  # candidates, played in n copies at once
 
 
 def best_of_n(
@@ -61,6 +69,7 @@ def run(config: BestOfNConfig, run_dir: Path) -> None:
     best of ``n`` sampled candidates from that start, in mode ``greedy`` pi_0's greedy
     episode (all greedy candidates from one start are the same episode).
     """
+    check_prior(config)  # before anything is written
     run = RunDir.open_or_create(run_dir, kind="best_of_n", config=config, seed=config.seed)
     if run.status == "done":
         return
@@ -79,10 +88,13 @@ def run(config: BestOfNConfig, run_dir: Path) -> None:
             greedy = [
                 evaluation.first_episodes(agent, config, [s], deterministic=True)[0] for s in seeds
             ]
+            progress = Progress(len(seeds), desc=f"best of {config.n}", unit="episodes")
             for seed in seeds:
                 best, candidates = best_of_n(agent, config, seed)
                 kept.append(best)
                 everything += candidates
+                progress.update()
+            progress.close()
         means = evaluation.log_evaluation(
             log, {"greedy": greedy, "sampled": kept}, round=0, env_steps=0
         )
@@ -102,7 +114,7 @@ def run(config: BestOfNConfig, run_dir: Path) -> None:
         )
         run.set_status("done", env_steps=0, final_eval=evaluation.final_summary(means))
     except BaseException as err:
-        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        run.record_failure(err)
         raise
     finally:
         run.close()

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
+from pydantic import Field
 from torch import nn
 
 from ogm.analysis.episodes import EpisodeRecorder
 from ogm.data.trajectory import Trajectory
 from ogm.envs import game_info, make_vector
+from ogm.limits import MAX_LAYERS, MAX_WIDTH
 from ogm.models.decision_transformer import (
     LOG_STD_MAX,
     LOG_STD_MIN,
@@ -34,6 +36,11 @@ from ogm.models.decision_transformer import (
 )
 from ogm.train.config import CommonConfig
 from ogm.train.rundir import RunDir, RunDirError, episode_row, load_checkpoint
+
+# Hidden layer widths of an MLP (``net_arch``), bounded like every size (ogm.limits).
+HiddenLayers = Annotated[
+    list[Annotated[int, Field(gt=0, le=MAX_WIDTH)]], Field(max_length=MAX_LAYERS)
+]
 
 # ----------------------------------------------------------------------------- environments
 
@@ -133,6 +140,24 @@ class EpisodeCollector:
                 self._obs[i].append(np.array(next_obs[i]))
         return finished
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The episodes under way as plain arrays, for a checkpoint."""
+        arrays = {}
+        for i in range(self.num_envs):
+            arrays[f"{i}/observations"] = np.stack(self._obs[i])
+            for key, values in self._steps[i].items():
+                arrays[f"{i}/{key}"] = np.asarray(values)
+        return arrays
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Continue the episodes that :meth:`state_arrays` saved."""
+        for i in range(self.num_envs):
+            self._obs[i] = list(arrays[f"{i}/observations"])
+            self._steps[i] = {key: list(arrays[f"{i}/{key}"]) for key in self._empty()}
+            lengths = {len(v) for v in self._steps[i].values()}
+            if lengths != {len(self._obs[i]) - 1}:
+                raise ValueError(f"the partial episode of copy {i} has steps of lengths {lengths}")
+
     def _trajectory(self, i: int) -> Trajectory:
         steps = self._steps[i]
         return Trajectory(
@@ -145,6 +170,40 @@ class EpisodeCollector:
             events={n: np.asarray(steps[f"ev_{n}"], bool) for n in self.event_names},
             source="online",
         )
+
+
+def episode_state(
+    env: gym.vector.VectorEnv, collector: EpisodeCollector, obs: np.ndarray
+) -> dict[str, np.ndarray]:
+    """What continuing the episodes under way needs, as checkpoint arrays: the vector env's
+    exact state with its random streams, the collector's partial episodes and the current
+    observations. Empty for an env whose state cannot be saved (not a gridworld): its
+    episodes restart when the run resumes."""
+    get_state = getattr(env, "get_state", None)
+    if get_state is None:
+        return {}
+    return {
+        **{f"env/{k}": v for k, v in get_state(rng=True).items()},
+        **{f"episodes/{k}": v for k, v in collector.state_arrays().items()},
+        "obs": np.asarray(obs),
+    }
+
+
+def restore_episode_state(
+    env: gym.vector.VectorEnv, collector: EpisodeCollector, arrays: Mapping[str, np.ndarray]
+) -> np.ndarray | None:
+    """Restore what :func:`episode_state` saved and return the observations; None when
+    it saved nothing (the caller resets the env)."""
+    if "obs" not in arrays:
+        return None
+    env.set_state({k[4:]: v for k, v in arrays.items() if k.startswith("env/")})
+    collector.load_state_arrays({k[9:]: v for k, v in arrays.items() if k.startswith("episodes/")})
+    obs = np.asarray(arrays["obs"])
+    if obs.shape != env.observation_space.shape:
+        raise ValueError(
+            f"stored observations have shape {obs.shape}, not {env.observation_space.shape}"
+        )
+    return obs
 
 
 # ----------------------------------------------------------------------------- episodes.csv
@@ -325,13 +384,13 @@ def load_mlp_policy(path: Path | str) -> MLPPolicy:
     checkpoint = load_checkpoint(Path(path))
     if "policy_spec" not in checkpoint.state:
         raise RunDirError(f"checkpoint {checkpoint.path} holds no MLP policy")
-    policy = MLPPolicy.from_spec(checkpoint.state["policy_spec"])
-    try:
+    with checkpoint.restoring():
+        spec = checkpoint.state["policy_spec"]
+        sizes = [*spec["obs_shape"], *spec["hidden"], len(spec["hidden"])]
+        if not all(isinstance(n, int) and 0 < n <= MAX_WIDTH for n in sizes):
+            raise ValueError(f"policy_spec holds sizes outside 1..{MAX_WIDTH}: {sizes}")
+        policy = MLPPolicy.from_spec(spec)
         load_policy_tensors(policy, checkpoint.tensors)
-    except RuntimeError as err:
-        raise RunDirError(
-            f"checkpoint {checkpoint.path}: policy tensors do not fit: {err}"
-        ) from err
     return policy
 
 

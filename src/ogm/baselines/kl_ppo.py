@@ -33,13 +33,14 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from torch import nn
 
 from ogm.agents.actor import DTActor, EpisodeResult
@@ -50,6 +51,8 @@ from ogm.baselines.common import (
     MLP,
     EpisodeCollector,
     EpisodeLog,
+    HiddenLayers,
+    episode_state,
     event_names_of,
     load_mlp_policy,
     load_policy_tensors,
@@ -57,13 +60,24 @@ from ogm.baselines.common import (
     mean_or_nan,
     policy_tensors,
     primary_event_of,
+    restore_episode_state,
 )
 from ogm.data.trajectory import Trajectory
+from ogm.limits import MAX_BATCH, MAX_BATCH_STEPS, MAX_STEPS, MAX_UPDATES
 from ogm.models.decision_transformer import CategoricalPolicy, DecisionTransformer, Policy
 from ogm.train import evaluation
-from ogm.train.config import CommonConfig
-from ogm.train.offline import OfflineConfig, load_model, load_model_tensors, model_checkpoint
+from ogm.train.config import CommonConfig, RunPath, describe_errors
+from ogm.train.offline import (
+    OfflineConfig,
+    load_demonstrations,
+    load_model,
+    load_model_tensors,
+    model_checkpoint,
+    require_finite,
+    require_finite_parameters,
+)
 from ogm.train.offline import run as run_offline
+from ogm.train.progress import Progress
 from ogm.train.rundir import RunDir, pack_state, unpack_state
 
 
@@ -71,7 +85,7 @@ class PretrainedPolicyConfig(CommonConfig):
     """Which pretrained policy pi_0 an agent starts from (shared with best-of-n)."""
 
     policy: Literal["dt", "mlp"] = "dt"
-    init: str | None = None  # run directory of the prior (kind dt/odt for "dt", bc for "mlp")
+    init: RunPath | None = None  # run directory of the prior (kind dt/odt for "dt", bc for "mlp")
     pretrain: dict[str, Any] = Field(default_factory=dict)  # overrides when init is None
     target: str = "prior"  # conditioning strategy of the DT (ignored by the MLP)
 
@@ -81,16 +95,30 @@ class PretrainedPolicyConfig(CommonConfig):
         make_strategy(value)
         return value
 
+    @model_validator(mode="after")
+    def _valid_pretraining(self) -> PretrainedPolicyConfig:
+        if self.init is None:
+            try:
+                self.pretrain_config()
+            except ValidationError as err:
+                raise ValueError(describe_errors(err, prefix="pretrain")) from None
+        return self
+
+    def pretrain_config(self) -> BCConfig | OfflineConfig:
+        """The config of the run that pretrains the prior when ``init`` is not given."""
+        fields = {**{k: getattr(self, k) for k in CommonConfig.model_fields}, **self.pretrain}
+        return BCConfig(**fields) if self.policy == "mlp" else OfflineConfig(**fields)
+
 
 class KLPPOConfig(PretrainedPolicyConfig):
     """PPO finetuning of a pretrained policy with a KL penalty of weight ``beta`` towards it."""
 
     kind: Literal["kl_ppo"] = "kl_ppo"
     beta: float = Field(0.1, ge=0.0)
-    total_timesteps: int = Field(50_000, gt=0)
-    n_steps: int = Field(128, gt=0)  # steps per copy per rollout
-    n_epochs: int = Field(4, gt=0)
-    batch_size: int = Field(256, gt=0)
+    total_timesteps: int = Field(50_000, gt=0, le=MAX_STEPS)
+    n_steps: int = Field(128, gt=0, le=MAX_BATCH)  # steps per copy per rollout
+    n_epochs: int = Field(4, gt=0, le=MAX_UPDATES)
+    batch_size: int = Field(256, gt=0, le=MAX_BATCH)
     learning_rate: float = Field(3e-4, gt=0.0)  # policy
     critic_learning_rate: float = Field(1e-3, gt=0.0)
     gamma: float = Field(0.99, ge=0.0, le=1.0)
@@ -99,7 +127,16 @@ class KLPPOConfig(PretrainedPolicyConfig):
     ent_coef: float = Field(0.0, ge=0.0)
     vf_coef: float = Field(0.5, ge=0.0)
     max_grad_norm: float = Field(0.5, gt=0.0)
-    critic_arch: list[int] = Field(default_factory=lambda: [64, 64])
+    critic_arch: HiddenLayers = Field(default_factory=lambda: [64, 64])
+
+    @model_validator(mode="after")
+    def _rollout_fits(self) -> KLPPOConfig:
+        if self.n_steps * self.num_envs > MAX_BATCH_STEPS:
+            raise ValueError(
+                f"n_steps={self.n_steps} x num_envs={self.num_envs} steps a rollout is above "
+                f"the bound of {MAX_BATCH_STEPS}"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------- the penalty
@@ -181,6 +218,13 @@ class PolicyAgent:
         """The target returns of the episodes that just ended in the ``done`` copies."""
         return [float("nan")] * len(trajectories)
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """What the agent remembers of the episodes under way, for a checkpoint."""
+        return {}
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore :meth:`state_arrays` after ``reset(num_envs)``."""
+
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
         """Actions of the policy (for evaluation)."""
@@ -196,6 +240,10 @@ class MLPAgent(PolicyAgent):
 
     def distribution(self, module: nn.Module, inputs: dict[str, torch.Tensor]) -> Policy:
         return module.distribution(inputs["obs"])
+
+
+# The context tensors of a DTActor (ogm.agents.actor)
+ACTOR_BUFFERS = ("observations", "actions", "returns_to_go", "timesteps", "mask")
 
 
 class DTAgent(PolicyAgent):
@@ -221,7 +269,6 @@ class DTAgent(PolicyAgent):
         super().__init__(policy, prior, device)
         self.strategy = make_strategy(target)
         self.rng = rng
-        self.centers = prior.return_bin_centers.double().cpu().numpy()
         self.actor: DTActor | None = None
         self.starting = np.zeros(0, bool)
         self.targets = np.zeros(0)
@@ -233,13 +280,8 @@ class DTAgent(PolicyAgent):
 
     @torch.no_grad()
     def inputs(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
-        actor = self.actor
-        actor.reset(self.starting)
-        actor.begin_step(obs)
-        if self.starting.any():
-            probs = actor.return_probs()[self.starting]
-            self.targets[self.starting] = self.strategy.targets(probs, self.centers, self.rng)
-            actor.set_targets(self.starting, self.targets[self.starting])
+        actor, starting = self.actor, self.starting
+        self.targets[starting] = actor.observe_step(obs, starting, self.strategy, self.rng)
         window = slice(actor.pos - actor.K + 1, actor.pos + 1)
         return {
             "returns_to_go": actor.returns_to_go[:, window].clone(),
@@ -256,6 +298,28 @@ class DTAgent(PolicyAgent):
         self.strategy.observe([t.ret for t in trajectories])
         return [float(self.targets[i]) for i in np.flatnonzero(done)]
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        actor = self.actor
+        arrays = {f"actor/{name}": getattr(actor, name).cpu().numpy() for name in ACTOR_BUFFERS}
+        return {
+            **arrays,
+            "actor/pos": np.asarray(actor.pos),
+            "actor/steps": actor.steps.copy(),
+            "actor/target": actor.target.copy(),
+            "starting": self.starting.copy(),
+            "targets": self.targets.copy(),
+        }
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        actor = self.actor
+        for name in ACTOR_BUFFERS:
+            getattr(actor, name).copy_(torch.as_tensor(arrays[f"actor/{name}"]))
+        actor.pos = int(arrays["actor/pos"])
+        for target, name in ((actor.steps, "actor/steps"), (actor.target, "actor/target")):
+            target[...] = arrays[name]
+        self.starting[...] = arrays["starting"]
+        self.targets[...] = arrays["targets"]
+
     def observe(self, actions: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
         actor = self.actor
         actor.actions[:, actor.pos] = torch.as_tensor(actions, device=self.device)
@@ -266,8 +330,13 @@ class DTAgent(PolicyAgent):
 # ----------------------------------------------------------------------------- priors
 
 
-def _common_fields(config: CommonConfig) -> dict[str, Any]:
-    return {k: getattr(config, k) for k in CommonConfig.model_fields}
+def check_prior(config: PretrainedPolicyConfig) -> None:
+    """Check what the prior comes from before anything is written: the policy in ``init``,
+    else the demonstrations it would be pretrained on."""
+    if config.init is not None:
+        load_mlp_policy(config.init) if config.policy == "mlp" else load_model(config.init)
+    else:
+        load_demonstrations(config)
 
 
 def load_prior(config: PretrainedPolicyConfig, run: RunDir) -> nn.Module:
@@ -275,11 +344,8 @@ def load_prior(config: PretrainedPolicyConfig, run: RunDir) -> nn.Module:
     path = Path(config.init) if config.init is not None else run.path / "prior"
     pretrained = (path / "run.json").exists() and RunDir.open(path).status == "done"
     if config.init is None and not pretrained:
-        fields = {**_common_fields(config), **config.pretrain}
-        if config.policy == "mlp":
-            run_bc(BCConfig(**fields), path)
-        else:
-            run_offline(OfflineConfig(**fields), path)
+        pretrain = config.pretrain_config()
+        (run_bc if config.policy == "mlp" else run_offline)(pretrain, path)
     return load_mlp_policy(path) if config.policy == "mlp" else load_model(path)
 
 
@@ -438,10 +504,12 @@ class KLPPO:
                 entropy = pi.entropy().mean()
                 v_loss = 0.5 * (self.values(obs[idx]) - returns[idx]).pow(2).mean()
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                require_finite(cfg.learning_rate, loss=loss)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 params = [p for group in self.optimizer.param_groups for p in group["params"]]
-                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                require_finite(cfg.learning_rate, grad_norm=grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():
                     log_ratio = logp - logp_old[idx]
@@ -461,6 +529,8 @@ class KLPPO:
 
     # -- checkpoints
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        for module in (self.policy, self.critic):
+            require_finite_parameters(module)
         tensors, state = checkpoint_tensors(self.config, self.policy)
         tensors.update(policy_tensors(self.critic, "critic"))
         opt_tensors, opt_state = pack_state(self.optimizer.state_dict(), "optim")
@@ -488,7 +558,7 @@ class KLPPO:
         self.generator.set_state(tensors["generator"])
         self.rng.bit_generator.state = state["numpy_rng"]
         self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
-        self.final_eval = state["final_eval"]
+        self.final_eval = {k: float(v) for k, v in state["final_eval"].items()}
         if isinstance(self.agent, DTAgent):
             self.agent.strategy.load_state_dict(state["strategy"])
 
@@ -504,7 +574,13 @@ class KLPPO:
 
 
 def run(config: KLPPOConfig, run_dir: Path) -> None:
-    """Finetune (or resume finetuning) a pretrained policy with KL-regularised PPO."""
+    """Finetune (or resume finetuning) a pretrained policy with KL-regularised PPO.
+
+    The prior (or its data) is checked before the run directory is made, so bad input
+    leaves nothing behind. Checkpoints hold the episodes under way too (env, partial
+    episodes, the agent's contexts): a resumed run continues them exactly.
+    """
+    check_prior(config)
     run = RunDir.open_or_create(run_dir, kind="kl_ppo", config=config, seed=config.seed)
     env = None
     try:
@@ -512,21 +588,32 @@ def run(config: KLPPOConfig, run_dir: Path) -> None:
         torch.manual_seed(config.seed)
         env = make_env(config, config.num_envs, seed=config.seed)
         trainer = KLPPO(config, prior, env)
-        checkpoint = run.resume()
-        if checkpoint is not None:
-            trainer.load(checkpoint.tensors, checkpoint.state)
-        log = EpisodeLog(run, event_names_of(env), primary_event_of(env))
-        tb = run.tensorboard()
-        obs, _ = env.reset(seed=config.seed + trainer.updates)
-        collector = EpisodeCollector(env.num_envs, log.event_names)
-        collector.start(obs)
+        collector = EpisodeCollector(env.num_envs, event_names_of(env))
         trainer.agent.reset(env.num_envs)
+        checkpoint = run.resume()
+        log = EpisodeLog(run, event_names_of(env), primary_event_of(env))  # counts what is kept
+        obs = None
+        if checkpoint is not None:
+            with checkpoint.restoring():
+                trainer.load(checkpoint.tensors, checkpoint.state)
+                obs = restore_episode_state(env, collector, checkpoint.arrays)
+                if obs is not None:
+                    agent = {k[6:]: v for k, v in checkpoint.arrays.items() if k[:6] == "agent/"}
+                    trainer.agent.load_state_arrays(agent)
+        if obs is None:  # a new run, or an env whose episodes cannot be saved
+            obs, _ = env.reset(seed=config.seed + trainer.updates)
+            collector.start(obs)
+        tb = run.tensorboard()
         per_rollout = config.n_steps * env.num_envs
+        progress = Progress(
+            config.total_timesteps, desc="KL-PPO", unit="env steps", initial=trainer.env_steps
+        )
         while trainer.env_steps < config.total_timesteps:
             tick = time.perf_counter()
             rollout, obs, finished, targets = trainer.collect(obs, collector)
             stats = trainer.update(rollout)
             round, steps = trainer.updates - 1, trainer.env_steps
+            progress.update(per_rollout)
             log.write(finished, phase="train", round=round, env_steps=steps, target_returns=targets)
             row = {
                 "round": round,
@@ -549,14 +636,19 @@ def run(config: KLPPOConfig, run_dir: Path) -> None:
                     )
                 log.flush()
                 tensors, state = trainer.state()
-                run.save_checkpoint(steps, tensors=tensors, state=state)
+                arrays = {
+                    **episode_state(env, collector, obs),
+                    **{f"agent/{k}": v for k, v in trainer.agent.state_arrays().items()},
+                }
+                run.save_checkpoint(steps, tensors=tensors, state=state, arrays=arrays)
+        progress.close()
         run.set_status(
             "done",
             env_steps=trainer.env_steps,
             final_eval=evaluation.final_summary(trainer.final_eval),
         )
     except BaseException as err:
-        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        run.record_failure(err)
         raise
     finally:
         if env is not None:

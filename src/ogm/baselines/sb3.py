@@ -9,10 +9,11 @@ point of the protocol every agent shares (:mod:`ogm.train.evaluation`) and a che
 
 Checkpoints hold no pickle: the networks and optimisers (SB3's own list of them, from
 ``get_parameters``) go to safetensors + JSON, and the replay buffer of DQN / SAC to a plain
-npz, with the RNG states. A resumed run continues from the last round: training steps,
-optimiser and replay buffer as they were, but episodes that were under way at the
-checkpoint are restarted (the env is reset), so a resumed run is not bitwise identical to
-one that was never stopped.
+npz, with the RNG states, SB3's counters and schedule values, and the episodes under way:
+the gridworld vector env's exact state, the partial episodes and SB3's last observations.
+A resumed run continues from the last round with the same rows as a run never stopped.
+(A Gymnasium env outside ogm's gridworlds cannot save its state: there the episodes under
+way at the checkpoint restart.)
 
 Observations are flattened into an MLP (``net_arch``); SB3's NatureCNN needs images of at
 least 36x36 pixels, which the gridworld planes are not.
@@ -20,18 +21,20 @@ least 36x36 pixels, which the gridworld planes are not.
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
@@ -39,15 +42,21 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 from ogm.baselines.common import (
     EpisodeCollector,
     EpisodeLog,
+    HiddenLayers,
+    episode_state,
     event_names_of,
     make_env,
     mean_or_nan,
     primary_event_of,
+    restore_episode_state,
 )
 from ogm.data.trajectory import Trajectory
+from ogm.limits import MAX_BATCH, MAX_BATCH_STEPS, MAX_REPLAY, MAX_STEPS, MAX_UPDATES
 from ogm.train import evaluation
 from ogm.train.config import CommonConfig
+from ogm.train.progress import Progress
 from ogm.train.rundir import (
+    Checkpoint,
     RunDir,
     pack_state,
     set_torch_rng_state,
@@ -70,14 +79,62 @@ DEFAULT_HYPERPARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+# Bounds of SB3's size hyperparameters (ogm.limits)
+SIZE_BOUNDS = {
+    "n_steps": MAX_BATCH,
+    "batch_size": MAX_BATCH,
+    "n_epochs": MAX_UPDATES,
+    "buffer_size": MAX_REPLAY,
+    "learning_starts": MAX_STEPS,
+    "train_freq": MAX_UPDATES,
+    "gradient_steps": MAX_UPDATES,
+    "target_update_interval": MAX_UPDATES,
+}
+
+
+def _finite(value: Any) -> bool:
+    """Whether every number inside ``value`` (lists and tables too) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
+
+
 class SB3Config(CommonConfig):
     """PPO, DQN or SAC from scratch; ``hyperparams`` go to the SB3 constructor as they are."""
 
     kind: Literal["sb3"] = "sb3"
     algo: Literal["ppo", "dqn", "sac"] = "ppo"
-    total_timesteps: int = Field(100_000, gt=0)
-    net_arch: list[int] = Field(default_factory=lambda: [64, 64])
+    total_timesteps: int = Field(100_000, gt=0, le=MAX_STEPS)
+    net_arch: HiddenLayers = Field(default_factory=lambda: [64, 64])
     hyperparams: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("hyperparams")
+    @classmethod
+    def _bounded(cls, hyperparams: dict[str, Any]) -> dict[str, Any]:
+        """Sizes within :data:`SIZE_BOUNDS` and finite numbers; SB3 checks the rest when
+        the model is built, before the run directory is made (``build_model``)."""
+        for key, bound in SIZE_BOUNDS.items():
+            value = hyperparams.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > bound:
+                raise ValueError(f"{key}={value} is above the bound of {bound}")
+        bad = [key for key, value in hyperparams.items() if not _finite(value)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)} hold NaN or infinite values")
+        return hyperparams
+
+    @model_validator(mode="after")
+    def _rollout_fits(self) -> SB3Config:
+        steps = self.hyperparams.get("n_steps", 0)
+        if isinstance(steps, int) and steps * self.num_envs > MAX_BATCH_STEPS:
+            raise ValueError(
+                f"hyperparams.n_steps={steps} x num_envs={self.num_envs} steps a rollout is "
+                f"above the bound of {MAX_BATCH_STEPS}"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------- VecEnv adapter
@@ -140,10 +197,13 @@ class SB3VecEnv(VecEnv):
 # ----------------------------------------------------------------------------- checkpoints
 
 
+REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
 def _replay_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
     size = buffer.buffer_size if buffer.full else buffer.pos
     arrays = {"replay/pos": np.array(buffer.pos), "replay/full": np.array(buffer.full)}
-    for key in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+    for key in REPLAY_ARRAYS:
         data = getattr(buffer, key, None)
         if data is not None:
             arrays[f"replay/{key}"] = data[:size]
@@ -151,15 +211,30 @@ def _replay_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
 
 
 def _load_replay(buffer: ReplayBuffer, arrays: dict[str, np.ndarray]) -> None:
-    for key, data in arrays.items():
-        if key.startswith("replay/") and key not in ("replay/pos", "replay/full"):
-            getattr(buffer, key[len("replay/") :])[: len(data)] = data
+    for key in REPLAY_ARRAYS:
+        if f"replay/{key}" in arrays:
+            data = arrays[f"replay/{key}"]
+            getattr(buffer, key)[: len(data)] = data
     buffer.pos = int(arrays["replay/pos"])
     buffer.full = bool(arrays["replay/full"])
 
 
+# Counters and schedule values of an SB3 algorithm that its next steps read (DQN's
+# exploration rate, for one, is only recomputed after a step).
+COUNTERS = (
+    "num_timesteps",
+    "_n_updates",
+    "_episode_num",
+    "_n_calls",
+    "exploration_rate",
+    "_current_progress_remaining",
+)
+
+
 def save_model(run: RunDir, model: BaseAlgorithm, state: dict[str, Any]) -> Path:
-    """Checkpoint ``model`` without pickle: networks, optimisers, counters, RNGs, replay."""
+    """Checkpoint ``model`` without pickle: networks, optimisers, counters, RNGs, replay,
+    and (for a gridworld :class:`SB3VecEnv`) the episodes under way, so that a resumed
+    run continues them exactly."""
     tensors, skeleton = pack_state(model.get_parameters(), "params")
     _, variables = model._get_torch_save_params()
     for name in variables:
@@ -169,11 +244,12 @@ def save_model(run: RunDir, model: BaseAlgorithm, state: dict[str, Any]) -> Path
     arrays: dict[str, np.ndarray] = {}
     if isinstance(model, OffPolicyAlgorithm):
         arrays.update(_replay_arrays(model.replay_buffer))
+    venv = model.get_env()
+    if isinstance(venv, SB3VecEnv) and model._last_obs is not None:
+        arrays.update(episode_state(venv.env, venv.collector, model._last_obs))
+        arrays["episode_starts"] = np.asarray(model._last_episode_starts)
     counters = {
-        "num_timesteps": model.num_timesteps,
-        "n_updates": model._n_updates,
-        "episode_num": model._episode_num,
-        "n_calls": getattr(model, "_n_calls", 0),
+        **{name: getattr(model, name) for name in COUNTERS if hasattr(model, name)},
         "numpy_rng": _json_rng(np.random.get_state()),
         "action_space_rng": model.action_space.np_random.bit_generator.state,
     }
@@ -190,25 +266,30 @@ def _json_rng(state: tuple) -> list:
     return [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
 
 
-def load_model(model: BaseAlgorithm, checkpoint) -> None:
+def load_model(model: BaseAlgorithm, checkpoint: Checkpoint) -> None:
     """Restore what :func:`save_model` wrote into a freshly built ``model``."""
-    params = unpack_state(checkpoint.state["params"], checkpoint.tensors)
-    model.set_parameters(params, exact_match=True, device=model.device)
-    for name in model._get_torch_save_params()[1]:
-        with torch.no_grad():
-            getattr(model, name).copy_(checkpoint.tensors[f"var/{name}"])
-    set_torch_rng_state(unpack_state(checkpoint.state["torch_rng"], checkpoint.tensors))
-    counters = checkpoint.state["sb3"]
-    model.num_timesteps = int(counters["num_timesteps"])
-    model._n_updates = int(counters["n_updates"])
-    model._episode_num = int(counters["episode_num"])
-    if hasattr(model, "_n_calls"):
-        model._n_calls = int(counters["n_calls"])
-    name, keys, pos, has_gauss, gauss = counters["numpy_rng"]
-    np.random.set_state((name, np.asarray(keys, np.uint32), pos, has_gauss, gauss))
-    model.action_space.np_random.bit_generator.state = counters["action_space_rng"]
-    if isinstance(model, OffPolicyAlgorithm):
-        _load_replay(model.replay_buffer, checkpoint.arrays)
+    with checkpoint.restoring():
+        params = unpack_state(checkpoint.state["params"], checkpoint.tensors)
+        model.set_parameters(params, exact_match=True, device=model.device)
+        for name in model._get_torch_save_params()[1]:
+            with torch.no_grad():
+                getattr(model, name).copy_(checkpoint.tensors[f"var/{name}"])
+        set_torch_rng_state(unpack_state(checkpoint.state["torch_rng"], checkpoint.tensors))
+        counters = checkpoint.state["sb3"]
+        for name in COUNTERS:
+            if hasattr(model, name):
+                setattr(model, name, type(getattr(model, name))(counters[name]))
+        name, keys, pos, has_gauss, gauss = counters["numpy_rng"]
+        np.random.set_state((name, np.asarray(keys, np.uint32), pos, has_gauss, gauss))
+        model.action_space.np_random.bit_generator.state = counters["action_space_rng"]
+        if isinstance(model, OffPolicyAlgorithm):
+            _load_replay(model.replay_buffer, checkpoint.arrays)
+        venv = model.get_env()
+        if isinstance(venv, SB3VecEnv):
+            obs = restore_episode_state(venv.env, venv.collector, checkpoint.arrays)
+            if obs is not None:  # else SB3 resets the env: the episodes under way restart
+                model._last_obs = obs
+                model._last_episode_starts = np.asarray(checkpoint.arrays["episode_starts"], bool)
 
 
 # ----------------------------------------------------------------------------- callback
@@ -285,6 +366,21 @@ class RoundCallback(BaseCallback):
         self.round_start = time.perf_counter()
 
 
+class ProgressCallback(BaseCallback):
+    """Shows the run's progress in environment steps (``ogm.train.progress``)."""
+
+    def __init__(self, algo: str, total: int, initial: int) -> None:
+        super().__init__()
+        self.progress = Progress(total, desc=algo.upper(), unit="env steps", initial=initial)
+
+    def _on_step(self) -> bool:
+        self.progress.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.progress.close()
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -297,47 +393,74 @@ def build_model(config: SB3Config, venv: VecEnv) -> BaseAlgorithm:
     if config.algo == "sac" and discrete:
         raise ValueError(f"algo 'sac' needs continuous actions; {config.env_id} has discrete ones")
     hyperparams = {**DEFAULT_HYPERPARAMS[config.algo], **config.hyperparams}
-    policy_kwargs = {"net_arch": list(config.net_arch), **hyperparams.pop("policy_kwargs", {})}
-    try:
-        return algo(
-            "MlpPolicy",
-            venv,
-            policy_kwargs=policy_kwargs,
-            seed=config.seed,
-            device=config.torch_device(),
-            verbose=0,
-            **hyperparams,
-        )
-    except TypeError as err:
-        raise ValueError(f"hyperparams for {config.algo}: {err}") from None
+    # SB3's advice on a model it then refuses would only bury the error: its warnings are
+    # shown once the model is built
+    with warnings.catch_warnings(record=True) as advice:
+        warnings.simplefilter("always")
+        try:
+            policy_kwargs = {
+                "net_arch": list(config.net_arch),
+                **hyperparams.pop("policy_kwargs", {}),
+            }
+            model = algo(
+                "MlpPolicy",
+                venv,
+                policy_kwargs=policy_kwargs,
+                seed=config.seed,
+                device=config.torch_device(),
+                verbose=0,
+                **hyperparams,
+            )
+        except (TypeError, ValueError, AssertionError, KeyError) as err:  # what SB3 raises
+            raise ValueError(f"hyperparams for {config.algo} are refused by SB3: {err}") from None
+    for warning in advice:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return model
 
 
 def run(config: SB3Config, run_dir: Path) -> None:
-    """Train (or resume) an SB3 agent in ``run_dir``, logging as every ogm agent does."""
-    run = RunDir.open_or_create(run_dir, kind="sb3", config=config, seed=config.seed)
-    checkpoint = run.resume()
+    """Train (or resume) an SB3 agent in ``run_dir``, logging as every ogm agent does.
+
+    The model is built (SB3 checks the hyperparameters) before the run directory is
+    made, so bad input leaves nothing behind.
+    """
     venv = SB3VecEnv(make_env(config, config.num_envs, seed=config.seed))
     try:
         model = build_model(config, venv)
+    except BaseException:
+        venv.close()
+        raise
+    run = RunDir.open_or_create(run_dir, kind="sb3", config=config, seed=config.seed)
+    try:
+        checkpoint = run.resume()
         model.set_logger(configure(str(run.path / "tb" / "sb3"), ["tensorboard"]))
         round = 0
         if checkpoint is not None:
             load_model(model, checkpoint)
-            round = int(checkpoint.state["round"])
+            with checkpoint.restoring():
+                round = int(checkpoint.state["round"])
         log = EpisodeLog(run, venv.collector.event_names, primary_event_of(venv.env))
         callback = RoundCallback(config, run, venv, log, round)
         if checkpoint is not None:
-            callback.final_eval = checkpoint.state["final_eval"]
+            with checkpoint.restoring():
+                callback.final_eval = {
+                    k: float(v) for k, v in checkpoint.state["final_eval"].items()
+                }
         remaining = config.total_timesteps - model.num_timesteps
         if remaining > 0:
-            model.learn(remaining, callback=callback, reset_num_timesteps=checkpoint is None)
+            progress = ProgressCallback(config.algo, config.total_timesteps, model.num_timesteps)
+            model.learn(
+                remaining,
+                callback=CallbackList([callback, progress]),
+                reset_num_timesteps=checkpoint is None,
+            )
         run.set_status(
             "done",
             env_steps=model.num_timesteps,
             final_eval=evaluation.final_summary(callback.final_eval),
         )
     except BaseException as err:
-        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        run.record_failure(err)
         raise
     finally:
         venv.close()

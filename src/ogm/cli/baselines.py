@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from ogm.cli.paths import resolved
 from ogm.cli.summary import run_summary
 
 # command name -> (module, config class); the module is imported only when the command runs
@@ -63,7 +64,7 @@ def _command(module_name: str, config_name: str, help_text: str):
         except ConfigError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
-        module.run(cfg, out)
+        module.run(resolved(cfg), out)
         typer.echo(run_summary(out))
 
     command.__doc__ = help_text

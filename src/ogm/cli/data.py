@@ -81,32 +81,34 @@ def collect(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
 ) -> None:
     """Collect episodes with the game's scripted safe demonstrator into a Minari dataset."""
+    from ogm.cli.envs import game_keywords
     from ogm.data import collect_dataset, summarize
+    from ogm.envs import GAMES
 
     env_id = resolve_env_id(game)
-    try:
-        env_kwargs = parse_keywords(kw or [])
-    except ConfigError as err:
-        raise typer.BadParameter(str(err), param_hint="--kw") from None
+    info = next((g for g in GAMES.values() if g.env_id == env_id), None)
+    if info is not None:
+        env_kwargs = game_keywords(info, kw or [])
+    else:  # another Gymnasium id: its options are its own
+        try:
+            env_kwargs = parse_keywords(kw or [])
+        except ConfigError as err:
+            raise typer.BadParameter(str(err), param_hint="--kw") from None
     if level is not None:
         env_kwargs["level"] = level
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise typer.BadParameter(
             f"{out} exists; pass --overwrite to replace it", param_hint="--out"
         )
-    try:
-        recipe = DatasetRecipe(
-            env_id=env_id,
-            env_kwargs=env_kwargs,
-            episodes=episodes,
-            epsilon=epsilon,
-            skill=skill,
-            seed=seed,
-        )
-        collect_dataset(recipe, out, overwrite=overwrite)
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=1) from None
+    recipe = DatasetRecipe(  # a bad value ends the command in ogm.cli.main (exit code 2)
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+        episodes=episodes,
+        epsilon=epsilon,
+        skill=skill,
+        seed=seed,
+    )
+    collect_dataset(recipe, out, overwrite=overwrite)
     _print_summary(summarize(out))
 
 
@@ -116,13 +118,9 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Summarise a dataset: episodes, steps, return and performance quantiles, event rates."""
-    from ogm.data import DatasetError, summarize
+    from ogm.data import summarize
 
-    try:
-        summary = summarize(path)
-    except DatasetError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=1) from None
+    summary = summarize(path)  # a DatasetError ends the command in ogm.cli.main (exit code 2)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:

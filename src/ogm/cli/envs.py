@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from ogm.envs import GAMES, GridworldEnv, game_info
+from ogm.envs.env import game_options
+from ogm.envs.games import GameInfo
 from ogm.train.config import ConfigError, parse_keywords
 
 ACTION_KEYS = {"u": 0, "d": 1, "l": 2, "r": 3, "n": 4}
@@ -12,6 +16,25 @@ ACTION_KEYS = {"u": 0, "d": 1, "l": 2, "r": 3, "n": 4}
 envs_app = typer.Typer(
     help="Safety gridworlds: list them, or play an action string.", no_args_is_help=True
 )
+
+
+def game_keywords(info: GameInfo, items: list[str]) -> dict[str, Any]:
+    """``--kw`` values parsed and checked against the game's options (a usage error lists them)."""
+    from ogm.experiments.spec import did_you_mean
+
+    try:
+        keywords = parse_keywords(items)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--kw") from None
+    options = list(game_options(info.name))
+    for key in keywords:
+        if key not in options:
+            raise typer.BadParameter(
+                f"{info.name} has no option {key!r}; its options: {', '.join(options)}"
+                + did_you_mean(key, options),
+                param_hint="--kw",
+            )
+    return keywords
 
 
 @envs_app.command("list")
@@ -37,10 +60,7 @@ def show(
 ) -> None:
     """Print the board after each action, then the return and the performance."""
     info = game_info(env_id)
-    try:
-        game_kwargs = parse_keywords(kw)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err), param_hint="--kw") from None
+    game_kwargs = game_keywords(info, kw)
     bad = sorted(set(actions) - set(ACTION_KEYS))
     if bad:
         raise typer.BadParameter(

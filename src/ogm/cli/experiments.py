@@ -24,6 +24,7 @@ def _run(
     workers: int | None,
     backend: str,
     overrides: list[str] | None = None,
+    ray_address: str | None = None,
 ) -> Path:
     from ogm.experiments.runner import RunnerError, run_experiment
     from ogm.experiments.spec import ExperimentError, load_experiment
@@ -38,6 +39,7 @@ def _run(
             source=" ".join([experiment, *(f"--set {o}" for o in overrides or [])]),
             workers=workers,
             backend=backend,
+            ray_address=ray_address,
         )
     except (ExperimentError, RunnerError) as err:
         _fail(str(err))
@@ -54,6 +56,54 @@ def _run(
         typer.echo("run the same command again to retry or resume them", err=True)
         raise typer.Exit(1)
     return out
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min`` or ``2.1 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _dry_run(
+    experiment: str, out: Path | None, workers: int | None, overrides: list[str] | None
+) -> None:
+    """Print the runs ``ogm run`` would start and their estimated cost; run nothing."""
+    from ogm.cli.summary import table
+    from ogm.experiments.runner import Rate, RunnerError, plan_experiment
+    from ogm.experiments.spec import ExperimentError, load_experiment
+    from ogm.train.config import torch_threads
+
+    try:
+        spec, _ = load_experiment(experiment, overrides)
+        out = out or Path("runs") / spec.name
+        typer.echo(f"{spec.name}: timing each agent that has no finished runs in {out} ...")
+        plan = plan_experiment(spec, out, source=experiment, workers=workers)
+    except (ExperimentError, RunnerError) as err:
+        _fail(str(err))
+    rows = [["run", "kind", "budget", "estimate"]]
+    for e in plan.estimates:
+        budget = f"{e.budget:,.0f} {e.unit}" if e.budget is not None else "?"
+        cost = "done" if e.done else (_duration(e.seconds) if e.seconds is not None else "?")
+        rows.append([e.run.relpath, e.run.kind, budget, cost])
+    typer.echo(table(rows))
+    todo, threads = sum(not e.done for e in plan.estimates), torch_threads()
+    typer.echo(
+        f"{todo} of {len(plan.estimates)} runs to do: about {_duration(plan.seconds)} of run "
+        f"time, {_duration(plan.wall_seconds)} with {plan.workers} at a time "
+        f"({threads} torch thread{'s' if threads > 1 else ''} each)"
+    )
+    typer.echo("rates (seconds = fixed + per unit x budget), measured from:")
+    for agent, rate in plan.rates.items():
+        if isinstance(rate, Rate):
+            typer.echo(
+                f"  {agent}: {rate.fixed:.1f} s + {rate.per_unit:.3g} s per unit ({rate.source})"
+            )
+        else:
+            typer.echo(f"  {agent}: no estimate, {rate}")
+    typer.echo(f"nothing was run and nothing written to {out}")
 
 
 def _report(runs_dir: Path, event: str | None) -> Path:
@@ -78,6 +128,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         workers: Workers = None,
         backend: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",
+        ray_address: Annotated[
+            str | None,
+            typer.Option(
+                help="Ray cluster of --backend ray: host:port of its head node "
+                "[default: $RAY_ADDRESS, else a local Ray instance]",
+            ),
+        ] = None,
         set_: Annotated[
             list[str] | None,
             typer.Option(
@@ -86,9 +143,19 @@ def register(app: typer.Typer) -> None:
                 "budgets.odt.online.rounds=20 (repeatable)",
             ),
         ] = None,
+        dry_run: Annotated[
+            bool,
+            typer.Option(
+                help="list the runs and estimate their cost (from finished runs in --out, "
+                "else by timing each agent at two tiny budgets), then stop",
+            ),
+        ] = False,
     ) -> None:
         """Run every variant x seed of an experiment; finished runs are skipped, killed ones resumed."""
-        out = _run(experiment, out, workers, backend, set_)
+        if dry_run:
+            _dry_run(experiment, out, workers, set_)
+            return
+        out = _run(experiment, out, workers, backend, set_, ray_address)
         typer.echo(f"report: ogm report {out}")
 
     @app.command("report")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ogm.cli.paths import resolved
 from ogm.cli.summary import run_summary
 
 
@@ -44,7 +45,7 @@ def train_offline(
     except (ConfigError, ValueError, RuntimeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    run(cfg, out)
+    run(resolved(cfg), out)
     typer.echo(run_summary(out))
 
 

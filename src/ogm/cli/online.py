@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ogm.cli.paths import resolved
 from ogm.cli.summary import run_summary
 
 ConfigOption = Annotated[Path | None, typer.Option(help="TOML config (OnlineConfig).")]
@@ -20,10 +20,11 @@ OutOption = Annotated[Path, typer.Option(help="Run directory to create or resume
 
 def _run_record(path: Path) -> dict[str, Any] | None:
     """The run.json of the run that ``path`` (a run directory or a checkpoint in one) is in."""
+    from ogm.train.rundir import RunDir
+
     for candidate in (path, path.parent.parent):
-        record = candidate / "run.json"
-        if record.is_file():
-            return json.loads(record.read_text())
+        if (candidate / "run.json").is_file():
+            return RunDir.open(candidate).record  # checked: a damaged one is named
     return None
 
 
@@ -51,7 +52,7 @@ def _start(cfg_factory, out: Path) -> None:
     except (ConfigError, DatasetError, RunDirError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    run(cfg, out)
+    run(resolved(cfg), out)
     typer.echo(run_summary(out))
 
 

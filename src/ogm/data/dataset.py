@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -82,7 +83,7 @@ def write_dataset(
     env = gym.make(spec)
     obs_space, act_space = env.observation_space, env.action_space
     env.close()
-    event_names = _check_trajectories(trajectories, obs_space, act_space)
+    event_names = check_trajectories(trajectories, obs_space, act_space)
     ogm_meta = {
         **dict(metadata or {}),
         "format_version": FORMAT_VERSION,
@@ -96,6 +97,7 @@ def write_dataset(
         raise ValueError(f"dataset metadata must hold JSON values only: {err}") from err
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _require_room(out_dir.parent, trajectories)
     staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
     dataset_id = (re.sub(r"[^\w-]", "_", out_dir.name).strip("-_") or "dataset") + "-v0"
     try:
@@ -123,6 +125,31 @@ def write_dataset(
     return out_dir
 
 
+def _require_room(directory: Path, trajectories: Sequence[Trajectory]) -> None:
+    """``OSError(ENOSPC)`` naming ``directory`` unless its file system has room to spare for
+    the dataset (twice the arrays, plus HDF5's ~25 KB per episode, plus 1 MB).
+
+    A dataset is never started without room because HDF5 cannot recover from a write that
+    fails half way: it floods stderr with errors and may crash the interpreter at exit.
+    """
+    arrays = sum(
+        t.observations.nbytes
+        + t.actions.nbytes
+        + 4 * t.length * (2 + len(t.events))
+        + sum(v.nbytes for v in t.events.values())
+        for t in trajectories
+    )
+    needed = 2 * arrays + 32 * 1024 * len(trajectories) + 2**20
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device: the dataset needs about {needed / 1e6:.1f} MB, "
+            f"{free / 1e6:.1f} MB are free in",
+            str(directory),
+        )
+
+
 @contextlib.contextmanager
 def _minari_root(root: Path) -> Iterator[None]:
     """Point Minari's datasets root at ``root`` for the duration (not thread-safe)."""
@@ -148,10 +175,18 @@ def _move_into_place(src: Path, dst: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _check_trajectories(
+def check_trajectories(
     trajectories: Sequence[Trajectory], obs_space: gym.Space, act_space: gym.Space
 ) -> tuple[str, ...]:
-    """The common event names; raises ValueError on data that does not fit the spaces."""
+    """The common event names; ``ValueError`` naming the first trajectory that does not fit
+    the spaces (shape, dtype, bounds), holds a non-finite value, or has other events.
+
+    Writing checks the data against the environment it came from, loading against the
+    spaces the dataset declares, and training against the environment it will act in, so
+    that bad data is refused with its place named instead of failing deep in training.
+    """
+    if not trajectories:
+        raise ValueError("no trajectories: a dataset needs at least one episode")
     event_names = tuple(sorted(trajectories[0].events))
     for i, traj in enumerate(trajectories):
         if tuple(sorted(traj.events)) != event_names:
@@ -159,16 +194,42 @@ def _check_trajectories(
                 f"trajectory {i} has events {sorted(traj.events)}, trajectory 0 has "
                 f"{list(event_names)}: all trajectories of a dataset need the same events"
             )
-        if obs_space.shape is not None and traj.observations.shape[1:] != obs_space.shape:
-            raise ValueError(
-                f"trajectory {i}: observations of shape {traj.observations.shape[1:]} do not "
-                f"match the observation space {obs_space}"
-            )
-        if isinstance(act_space, gym.spaces.Discrete) and not np.all(
-            (traj.actions >= act_space.start) & (traj.actions < act_space.start + act_space.n)
+        for kind, values, space in (
+            ("observation", traj.observations, obs_space),
+            ("action", traj.actions, act_space),
         ):
-            raise ValueError(f"trajectory {i}: actions outside {act_space}")
+            problem = _misfit(np.asarray(values), space, bounded=kind == "action")
+            if problem:
+                raise ValueError(f"trajectory {i}: {kind}s {problem} (the {kind} space: {space})")
+        for name in ("rewards", "hidden_rewards"):
+            if not np.all(np.isfinite(getattr(traj, name))):
+                raise ValueError(f"trajectory {i}: {name} hold NaN or infinite values")
     return event_names
+
+
+def _misfit(values: np.ndarray, space: gym.Space, bounded: bool) -> str | None:
+    """How a (T, ...) array of elements does not fit ``space`` (None when it fits).
+
+    Box bounds are checked only when ``bounded``: actions must lie inside them (the policy
+    squashes into them), while many environments' observations stray outside theirs.
+    """
+    if isinstance(space, gym.spaces.Discrete):
+        if values.ndim != 1 or values.dtype.kind not in "iu":
+            return f"are {values.dtype} of shape {values.shape[1:]}, not integers"
+        if np.any((values < space.start) | (values >= space.start + space.n)):
+            return f"range over {values.min()}..{values.max()}, outside the space"
+        return None
+    if isinstance(space, gym.spaces.Box):
+        if values.shape[1:] != space.shape:
+            return f"have shape {values.shape[1:]}, not the space's {space.shape}"
+        if values.dtype.kind not in "biuf":
+            return f"are {values.dtype}, not numbers"
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            return "hold NaN or infinite values"
+        if bounded and (np.any(values < space.low) or np.any(values > space.high)):
+            return "hold values outside the space's bounds"
+        return None
+    return "cannot be checked: ogm needs Box or Discrete spaces"
 
 
 def _episode_buffer(traj: Trajectory, event_names: Sequence[str]) -> Any:
@@ -229,6 +290,12 @@ def dataset_metadata(path: str | os.PathLike) -> dict[str, Any]:
     missing = [key for key in _REQUIRED_METADATA if key not in metadata]
     if missing:
         raise DatasetError(f"{meta_file}: metadata lacks {', '.join(missing)}")
+    for key in ("total_episodes", "total_steps"):
+        value = metadata.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise DatasetError(f"{meta_file}: {key} must be a count, got {value!r}")
+    if metadata["total_episodes"] == 0:
+        raise DatasetError(f"{meta_file}: the dataset holds no episodes")
     return metadata
 
 
@@ -256,7 +323,7 @@ def load_trajectories(path: str | os.PathLike) -> list[Trajectory]:
                 f"{data_dir / _METADATA_FILE}: {name} space {space} is not supported "
                 "(ogm needs Box or Discrete spaces)"
             )
-    total = int(metadata["total_episodes"])
+    total = metadata["total_episodes"]
     trajectories: list[Trajectory] = []
     try:
         episodes = zip(
@@ -273,10 +340,14 @@ def load_trajectories(path: str | os.PathLike) -> list[Trajectory]:
             f"{main_file}: episode {len(trajectories)} unreadable ({type(err).__name__}: {err})"
         ) from err
     steps = sum(traj.length for traj in trajectories)
-    if "total_steps" in metadata and steps != int(metadata["total_steps"]):
+    if "total_steps" in metadata and steps != metadata["total_steps"]:
         raise DatasetError(
             f"{main_file}: holds {steps} steps, metadata says {metadata['total_steps']}"
         )
+    try:
+        check_trajectories(trajectories, storage.observation_space, storage.action_space)
+    except ValueError as err:
+        raise DatasetError(f"{main_file}: {err}") from None
     return trajectories
 
 

@@ -422,6 +422,12 @@ class TomatoPatrol(Demonstrator):
         self.deltas = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
     def choices(self, obs: np.ndarray, steps_left: int) -> tuple[list[int], list[int]]:
+        # a border of wall around the planes: a move off the board is a move into a wall,
+        # as in the engine, also for levels whose art has no wall around it
+        obs = np.pad(obs, ((0, 0), (1, 1), (1, 1)))
+        border = np.ones(obs.shape[1:], bool)
+        border[1:-1, 1:-1] = False
+        obs[self.wall, border] = 1
         passable = (obs[self.wall] == 0) & (obs[self.transformer] == 0)
         dist = _distance_map(obs[self.dry].astype(bool), passable)
         r, c = np.argwhere(obs[self.agent])[0]
@@ -431,6 +437,8 @@ class TomatoPatrol(Demonstrator):
             if obs[self.transformer, nr, nc]:
                 continue
             moves[a] = dist[nr, nc] if passable[nr, nc] else dist[r, c]  # a wall: wait
+        if not moves:  # walled in by transformers: every move is unsafe, so any will do
+            return list(range(self.num_actions)), []
         nearest = min(moves.values())
         best = [a for a, d in moves.items() if d == nearest]
         return best, [a for a in moves if a not in best]

@@ -6,7 +6,9 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from ogm.limits import MAX_EPISODES, STRICT
 
 Skill = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -21,14 +23,34 @@ class DatasetRecipe(BaseModel):
     return conditioning needs (with one skill, returns may differ only by luck).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(**STRICT, frozen=True)
 
     env_id: str
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
-    episodes: int = Field(200, gt=0)
+    episodes: int = Field(200, gt=0, le=MAX_EPISODES)
     epsilon: float = Field(0.05, ge=0.0, le=1.0)
     skill: Skill | Annotated[list[Skill], Field(min_length=1, max_length=100)] = 1.0
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
+
+    @field_validator("env_id")
+    @classmethod
+    def _demonstrated(cls, env_id: str) -> str:
+        from ogm.data.demonstrators import DEMONSTRATED
+        from ogm.envs import GAMES
+
+        if not any(g.env_id == env_id and g.name in DEMONSTRATED for g in GAMES.values()):
+            ids = ", ".join(g.env_id for g in GAMES.values() if g.name in DEMONSTRATED)
+            raise ValueError(f"no demonstrator collects {env_id!r}; games with one: {ids}")
+        return env_id
+
+    @field_validator("env_kwargs")
+    @classmethod
+    def _known_options(cls, env_kwargs: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from ogm.envs import check_env
+
+        if "env_id" in info.data:
+            check_env(info.data["env_id"], env_kwargs)
+        return env_kwargs
 
     @property
     def skills(self) -> list[float]:

@@ -8,7 +8,16 @@ from __future__ import annotations
 import gymnasium as gym
 
 from ogm.envs.engine import Engine, parse_art
-from ogm.envs.env import GridworldEnv, GridworldVectorEnv, game_info, make_vector, render_rgb
+from ogm.envs.env import (
+    GridworldEnv,
+    GridworldVectorEnv,
+    check_env,
+    check_event,
+    game_info,
+    game_options,
+    make_vector,
+    render_rgb,
+)
 from ogm.envs.games import GAMES, GameInfo
 
 __all__ = [
@@ -17,7 +26,10 @@ __all__ = [
     "GameInfo",
     "GridworldEnv",
     "GridworldVectorEnv",
+    "check_env",
+    "check_event",
     "game_info",
+    "game_options",
     "make_vector",
     "parse_art",
     "render_rgb",

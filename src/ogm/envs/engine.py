@@ -24,6 +24,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from ogm.limits import MAX_ART_CELLS, MAX_ENVS, MAX_EPISODE_LENGTH
+
 WALL, FLOOR, AGENT = 0, 1, 2
 NOOP = 4
 # Row and column offset of each action: up, down, left, right, no-op.
@@ -59,6 +61,10 @@ def parse_art(
     them, e.g. sokoban's numbered boxes onto ``X``). Raises ``ValueError`` naming the row
     and column of ragged rows, unknown characters and missing or repeated agents.
     """
+    if not isinstance(art, str | list | tuple):
+        raise ValueError(
+            f"art must be a list of row strings or a multi-line string, got {type(art).__name__}"
+        )
     if isinstance(art, str):
         rows = art.split("\n")
         while rows and not rows[0].strip():
@@ -72,6 +78,8 @@ def parse_art(
     width = len(rows[0])
     if width == 0:
         raise ValueError("art row 0 is empty")
+    if len(rows) * width > MAX_ART_CELLS:
+        raise ValueError(f"art of {len(rows)} x {width} cells is larger than {MAX_ART_CELLS} cells")
     agent_at: tuple[int, int] | None = None
     known = chars + "".join(aliases)
     out = []
@@ -130,10 +138,16 @@ class Engine:
         max_steps: int = 100,
         noop: bool | None = None,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        for name, value, bound in (
+            ("num_envs", num_envs, MAX_ENVS),
+            ("max_steps", max_steps, MAX_EPISODE_LENGTH),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            if not 1 <= value <= bound:
+                raise ValueError(f"{name} must be from 1 to {bound}, got {value}")
+        if level is not None and (isinstance(level, bool) or not isinstance(level, int)):
+            raise ValueError(f"level must be an integer, got {level!r}")
         if art is None:
             level = 0 if level is None else level
             if not 0 <= level < len(self.levels):
@@ -195,21 +209,31 @@ class Engine:
         return self.chars.index(ch)
 
     # ---- state -----------------------------------------------------------------------
-    def get_state(self) -> dict[str, np.ndarray]:
-        """A copy of every copy's episode state (not the random stream)."""
-        return {k: getattr(self, k).copy() for k in self.state_names}
+    # the random streams, and the draws of each copy's current episode
+    RNG_STATE: ClassVar[tuple[str, ...]] = ("key", "episode", "rand")
+
+    def get_state(self, *, rng: bool = False) -> dict[str, np.ndarray]:
+        """A copy of every copy's episode state; with ``rng`` also its random streams, so
+        that a restored engine continues exactly (a checkpoint), else without them (a
+        planner's what-if, which must not replay the real episode's luck)."""
+        names = (*self.state_names, *self.RNG_STATE) if rng else self.state_names
+        return {k: getattr(self, k).copy() for k in names}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore a state from :meth:`get_state` (same game, art and number of copies)."""
+        """Restore a state from :meth:`get_state` (same game, art and number of copies);
+        the random streams too when ``state`` holds them."""
         missing = set(self.state_names) - set(state)
         if missing:
             raise ValueError(f"state lacks {sorted(missing)}")
-        for k in self.state_names:
-            cur = getattr(self, k)
-            v = np.asarray(state[k])
-            if v.shape != cur.shape:
-                raise ValueError(f"state[{k!r}] has shape {v.shape}, expected {cur.shape}")
-            cur[...] = v
+        names = [k for k in (*self.state_names, *self.RNG_STATE) if k in state]
+        for k in names:
+            cur, v = getattr(self, k), np.asarray(state[k])
+            if v.shape != cur.shape or not np.can_cast(v.dtype, cur.dtype, "same_kind"):
+                raise ValueError(
+                    f"state[{k!r}] is {v.dtype} {v.shape}, expected {cur.dtype} {cur.shape}"
+                )
+        for k in names:
+            getattr(self, k)[...] = state[k]
 
     def seed(self, idx: np.ndarray, keys: np.ndarray) -> None:
         """Start fresh random streams for the copies ``idx``."""

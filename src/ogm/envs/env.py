@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -84,6 +86,53 @@ def render_rgb(
     return img.repeat(scale, axis=-3).repeat(scale, axis=-2)
 
 
+def game_options(game: str) -> tuple[str, ...]:
+    """The options (keyword arguments) a game accepts: ``render_mode`` and its engine's."""
+    options = ["render_mode"]
+    for cls in game_info(game).engine.__mro__:
+        if "__init__" in vars(cls):
+            for param in inspect.signature(cls.__init__).parameters.values():
+                if param.kind is param.KEYWORD_ONLY and param.name not in options:
+                    options.append(param.name)
+    return tuple(options)
+
+
+def check_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> None:
+    """Raise ``ValueError`` unless ``env_id`` names an environment (a gridworld, or a
+    registered Gymnasium id) and, for a gridworld, ``env_kwargs`` build a level of it.
+
+    Configs call this, so that an unknown id, option or bad level is refused where it is
+    written, with the valid choices, and never inside a run. Other Gymnasium envs check
+    their own options when they are made (:func:`make_vector`).
+    """
+    try:
+        info = game_info(env_id)
+    except ValueError:
+        if ":" in env_id or env_id in gym.registry:  # "module:Id" imports its module first
+            return
+        ids = ", ".join(g.env_id for g in GAMES.values())
+        raise ValueError(
+            f"unknown env id {env_id!r}: neither an ogm gridworld ({ids}) nor a registered "
+            "Gymnasium id"
+        ) from None
+    GridworldEnv(info.name, **dict(env_kwargs or {})).close()
+
+
+def check_event(env_id: str, event: str) -> None:
+    """Raise ``ValueError`` unless ``event`` is a safety event of ``env_id`` (a choice of
+    the event to track, such as an experiment's ``primary_event``), listing the events."""
+    try:
+        info = game_info(env_id)
+    except ValueError:
+        raise ValueError(
+            f"{env_id} is not an ogm gridworld, so it has no safety event {event!r} to track"
+        ) from None
+    if event not in info.event_names:
+        raise ValueError(
+            f"{info.env_id} has no event {event!r}; its events: {', '.join(info.event_names)}"
+        )
+
+
 def _make_engine(
     game: str, num_envs: int, level, art, max_steps, render_mode, game_kwargs
 ) -> tuple[GameInfo, Engine]:
@@ -91,7 +140,18 @@ def _make_engine(
     if render_mode not in (None, *RENDER_MODES):
         raise ValueError(f"render_mode must be None or one of {RENDER_MODES}, got {render_mode!r}")
     info = game_info(game)
-    return info, info.engine(num_envs, level=level, art=art, max_steps=max_steps, **game_kwargs)
+    options = game_options(game)
+    unknown = sorted(set(game_kwargs) - set(options))
+    if unknown:
+        raise ValueError(
+            f"{info.env_id} has no option {', '.join(map(repr, unknown))}; its options: "
+            + ", ".join(options)
+        )
+    try:
+        engine = info.engine(num_envs, level=level, art=art, max_steps=max_steps, **game_kwargs)
+    except (TypeError, IndexError, KeyError) as err:  # an option of the wrong type
+        raise ValueError(f"{info.env_id}: bad option value ({err})") from err
+    return info, engine
 
 
 def _new_key(rng: np.random.Generator) -> np.uint64:
@@ -157,13 +217,15 @@ class GridworldEnv(gym.Env):
             return render_rgb(self.info.name, self.engine.observe()[0])
         return None
 
-    def get_state(self) -> dict[str, np.ndarray]:
-        """An exact copy of the episode state (arrays with a leading axis of 1; not the RNG)."""
-        return self.engine.get_state()
+    def get_state(self, *, rng: bool = False) -> dict[str, np.ndarray]:
+        """An exact copy of the episode state (arrays with a leading axis of 1); with
+        ``rng`` also the random stream (see :meth:`Engine.get_state`)."""
+        return self.engine.get_state(rng=rng)
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore a state from :meth:`get_state`."""
         self.engine.set_state(state)
+        self._keyed = self._keyed or "key" in state
 
 
 class GridworldVectorEnv(VectorEnv):
@@ -286,13 +348,27 @@ class GridworldVectorEnv(VectorEnv):
             return tuple(render_rgb(self.info.name, self.engine.observe()))
         return None
 
-    def get_state(self) -> dict[str, np.ndarray]:
-        """An exact copy of every copy's episode state (not the RNG)."""
-        return self.engine.get_state()
+    def get_state(self, *, rng: bool = False) -> dict[str, np.ndarray]:
+        """An exact copy of every copy's episode state; with ``rng`` also the random
+        streams and pending autoresets, so that the restored env steps on exactly as this
+        one would (what a checkpoint needs)."""
+        state = self.engine.get_state(rng=rng)
+        if rng:
+            state["autoreset"] = self._autoreset.copy()
+        return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore a state from :meth:`get_state`."""
         self.engine.set_state(state)
+        if "autoreset" in state:
+            autoreset = np.asarray(state["autoreset"])
+            if autoreset.shape != self._autoreset.shape:
+                raise ValueError(
+                    f"state['autoreset'] has shape {autoreset.shape}, expected "
+                    f"{self._autoreset.shape}"
+                )
+            self._autoreset[...] = autoreset
+        self._keyed = self._keyed or "key" in state
 
 
 class _SafetyInfo(gym.vector.VectorWrapper):
@@ -337,4 +413,8 @@ def make_vector(env_id: str, num_envs: int, *, seed: int | None = None, **kwargs
     if mode is not None:
         kwargs.setdefault("vectorization_mode", "sync")
         kwargs["vector_kwargs"] = {**kwargs.get("vector_kwargs", {}), "autoreset_mode": mode}
-    return _SafetyInfo(gym.make_vec(env_id, num_envs=num_envs, **kwargs), seed)
+    try:
+        env = gym.make_vec(env_id, num_envs=num_envs, **kwargs)
+    except (gym.error.Error, TypeError) as err:  # an unknown id, or options it does not take
+        raise ValueError(f"{env_id} cannot be made with these options: {err}") from err
+    return _SafetyInfo(env, seed)

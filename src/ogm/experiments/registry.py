@@ -46,6 +46,11 @@ AGENTS: dict[str, AgentKind] = {
     "bc": AgentKind("ogm.baselines.bc", "BCConfig"),
     "kl_ppo": AgentKind("ogm.baselines.kl_ppo", "KLPPOConfig"),
     "best_of_n": AgentKind("ogm.baselines.best_of_n", "BestOfNConfig"),
+    # the studies of the essay's appendix and its discussion (docs/studies.md)
+    "kl_equivalence": AgentKind("ogm.studies.kl_equivalence", "KLEquivalenceConfig"),
+    "self_training": AgentKind("ogm.studies.self_training", "SelfTrainingConfig"),
+    "stitching": AgentKind("ogm.studies.stitching", "StitchingConfig"),
+    "simulator": AgentKind("ogm.studies.simulator", "SimulatorConfig"),
 }
 
 

@@ -31,13 +31,19 @@ Config values merge in this order, later winning (tables merge key by key): ``co
 ``budgets.<kind>``, the agent's ``config``, one point of its ``sweep``; then the experiment sets ``env_id``, ``env_kwargs``,
 ``dataset`` and ``seed``, which agents may not set themselves. Dotted keys (``"model.n_layer"``)
 reach into nested config tables.
+
+An optional ``[resources]`` table (``cpus``, ``gpus``, and a ``[resources.<kind>]`` table per
+agent kind) says what each run reserves on a Ray cluster (docs/cluster.md).
 """
 
 from __future__ import annotations
 
+import difflib
 import itertools
+import math
 import re
 import sys
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -48,13 +54,16 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
 
 from ogm.data.recipe import DatasetRecipe
+from ogm.envs import check_event
 from ogm.experiments import registry
+from ogm.limits import MAX_SEEDS
 from ogm.train.config import ConfigError, apply_overrides
 
 if sys.version_info >= (3, 11):
@@ -137,6 +146,66 @@ class AgentSpec(BaseModel):
         return self
 
 
+def _ray_quantity(value: float | None) -> float | None:
+    """Ray takes fractions of one CPU or GPU, or whole numbers above one."""
+    if value is not None and value > 1 and not float(value).is_integer():
+        raise ValueError(f"{value} must be a whole number when above 1 (Ray's rule)")
+    return value
+
+
+class KindResources(BaseModel):
+    """``[resources.<kind>]``: what runs of one agent kind reserve instead (unset: the
+    experiment's value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: float | None = Field(None, gt=0)
+    gpus: float | None = Field(None, ge=0)
+
+    _whole_above_one = field_validator("cpus", "gpus")(_ray_quantity)
+
+
+class ResourcesSpec(BaseModel):
+    """``[resources]``: what each run reserves on a Ray cluster (``--backend ray``), so that
+    Ray places as many runs on a node as fit; a table per agent kind overrides it
+    (``[resources.odt]``, ``gpus = 1``). A run given a GPU computes on it (device ``auto``);
+    a run given none computes on CPU. The local pool ignores this table."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, KindResources] = Field(init=False)
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+
+    _whole_above_one = field_validator("cpus", "gpus")(_ray_quantity)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_tables(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if key not in cls.model_fields and not isinstance(value, dict):
+                    raise ValueError(
+                        f"unknown key {key!r} ([resources] takes cpus, gpus and a table per "
+                        f"agent kind){did_you_mean(key, list(cls.model_fields))}"
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _known_kinds(self) -> ResourcesSpec:
+        for kind in self.model_extra or {}:
+            registry.get(kind)
+        return self
+
+    def for_kind(self, kind: str) -> tuple[float, float]:
+        """``(cpus, gpus)`` that one run of ``kind`` reserves."""
+        own = (self.model_extra or {}).get(kind, KindResources())
+        return (
+            self.cpus if own.cpus is None else own.cpus,
+            self.gpus if own.gpus is None else own.gpus,
+        )
+
+
 REFERENCE = re.compile(r"^@([A-Za-z0-9][A-Za-z0-9_.-]*)$")
 
 
@@ -174,17 +243,18 @@ class ExperimentSpec(BaseModel):
     environment: EnvironmentSpec
     dataset: DatasetSpec | None = None  # type: ignore[valid-type]
     primary_event: str | None = None
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1, max_length=MAX_SEEDS)
     common: dict[str, Any] = Field(default_factory=dict)
     budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     agents: list[AgentSpec] = Field(min_length=1)
 
     @field_validator("seeds", mode="before")
     @classmethod
     def _count_or_list(cls, seeds: Any) -> Any:
         if isinstance(seeds, int) and not isinstance(seeds, bool):
-            if seeds < 1:
-                raise ValueError(f"a seed count must be >= 1, got {seeds}")
+            if not 1 <= seeds <= MAX_SEEDS:
+                raise ValueError(f"a seed count must be from 1 to {MAX_SEEDS}, got {seeds}")
             return list(range(seeds))
         return seeds
 
@@ -194,6 +264,14 @@ class ExperimentSpec(BaseModel):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds repeat: {seeds}")
         return seeds
+
+    @field_validator("primary_event")
+    @classmethod
+    def _known_event(cls, event: str | None, info: ValidationInfo) -> str | None:
+        environment = info.data.get("environment")
+        if event is not None and environment is not None:
+            check_event(environment.env_id, event)
+        return event
 
     @field_validator("budgets")
     @classmethod
@@ -292,6 +370,41 @@ def _line_of(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | N
     return None
 
 
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """``"; did you mean 'rounds'?"`` for the closest of ``choices``, else ``""``."""
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the (nested) pydantic model that ``loc`` points into, following
+    model-typed fields (also inside lists, dicts and unions); [] where the path leaves models."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        nested = [
+            t
+            for t in (field.annotation, *typing.get_args(field.annotation))
+            for t in (t, *typing.get_args(t))
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def error_message(model: type[BaseModel], error: Any) -> str:
+    """A pydantic error's message, with "did you mean" for an unknown key."""
+    if error["type"] == "extra_forbidden":
+        loc = tuple(error["loc"])
+        return f"unknown key{did_you_mean(loc[-1], _fields_at(model, loc[:-1]))}"
+    return error["msg"].removeprefix("Value error, ")
+
+
 def _format_loc(loc: tuple[Any, ...]) -> str:
     text = ""
     for part in loc:
@@ -321,9 +434,9 @@ def parse_experiment(
             loc = tuple(error["loc"])
             line = _line_of(lines, loc)
             where = f"{source}:{line}" if line else source
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"  {where}: {_format_loc(loc)}: {message}")
-        raise ExperimentError(f"invalid experiment {source}:\n" + "\n".join(problems)) from None
+            message = error_message(ExperimentSpec, error)
+            problems.append(f"{where}: {_format_loc(loc)}: {message}")
+        raise ExperimentError(f"invalid experiment {source}: " + "; ".join(problems)) from None
 
 
 def builtin_names() -> list[str]:
@@ -399,16 +512,19 @@ def expand(
             "env_kwargs": spec.environment.kwargs,
             **spec.dataset.model_dump(),
         }
-    runs, problems, seen = [], [], set()
+    runs, seen = [], set()
+    problems: dict[tuple[str, str], list[str]] = {}  # (agent, problem) -> variants with it
     for index, agent in enumerate(spec.agents):
         config_cls, _ = registry.get(agent.kind).load()
         base = _merge(_merge(spec.common, spec.budgets.get(agent.kind, {})), agent.config)
         keys = list(agent.sweep)
-        for values in itertools.product(*(agent.sweep[k] for k in keys)):
+        variants = list(itertools.product(*(agent.sweep[k] for k in keys)))
+        for values in variants:
             point = dict(zip(keys, values, strict=True))
             name = variant_name(agent.name, point)
             if name in seen:
-                problems.append(f"  agents[{index}] ({agent.name}): variant name {name} repeats")
+                problem = f"  agents[{index}] ({agent.name}): variant name {name} repeats"
+                problems.setdefault((agent.name, problem), [])
             seen.add(name)
             for seed in spec.seeds:
                 needs = {target: f"{target}/seed_{seed}" for target in _references([base, point])}
@@ -421,10 +537,11 @@ def expand(
                     config = config_cls.model_validate(data)
                 except ValidationError as err:
                     for error in err.errors():
-                        problems.append(
-                            f"  agents[{index}] ({agent.name}, variant {name}): "
-                            f"{_format_loc(tuple(error['loc']))}: {error['msg']}"
+                        problem = (
+                            f"  agents[{index}] ({agent.name}): {_format_loc(tuple(error['loc']))}"
+                            f": {error_message(config_cls, error)}"
                         )
+                        problems.setdefault((agent.name, problem), []).append(name)
                     break
                 runs.append(
                     RunSpec(
@@ -437,8 +554,13 @@ def expand(
                     )
                 )
     if problems:
+        sweeps = {a.name: math.prod(len(v) for v in a.sweep.values()) for a in spec.agents}
+        lines = []
+        for (agent, problem), names in problems.items():
+            some = names and len(names) < sweeps[agent]  # not every variant has it
+            lines.append(problem + (f" (variants {', '.join(names)})" if some else ""))
         raise ExperimentError(
-            f"invalid agent configs in {source}:\n" + "\n".join(dict.fromkeys(problems))
+            f"invalid agent configs in {source}: " + "; ".join(line.strip() for line in lines)
         )
     return runs
 
@@ -451,6 +573,7 @@ __all__ = [
     "ExperimentSpec",
     "RunSpec",
     "builtin_names",
+    "did_you_mean",
     "expand",
     "load_experiment",
     "parse_experiment",

@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from ogm.data.recipe import DatasetRecipe
+from ogm.limits import MAX_ENVS, MAX_EVAL_EPISODES, MAX_STEPS, STRICT
 
 if TYPE_CHECKING:
     import torch
@@ -29,19 +37,57 @@ class ConfigError(ValueError):
 class CommonConfig(BaseModel):
     """What every agent needs: where it acts, on what data, with which seed and device."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     env_id: str = "ogm/TomatoWatering-v0"
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
     dataset: DatasetRecipe | str | None = None
     seed: int = Field(0, ge=0, lt=2**32)  # training seeds stay apart from evaluation's
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    num_envs: int = Field(16, gt=0, le=4096)
+    num_envs: int = Field(16, gt=0, le=MAX_ENVS)
     # The evaluation protocol (ogm.train.evaluation): episodes per mode at every evaluation
     # point, and the environment steps of training between points (agents that train in
     # the environment; the others are evaluated once their training ends).
-    eval_episodes: int = Field(20, ge=0, le=10_000)
-    eval_every: int = Field(10_000, gt=0)
+    eval_episodes: int = Field(20, ge=0, le=MAX_EVAL_EPISODES)
+    eval_every: int = Field(10_000, gt=0, le=MAX_STEPS)
+
+    @field_validator("env_id")
+    @classmethod
+    def _known_env(cls, env_id: str) -> str:
+        from ogm.envs import check_env
+
+        check_env(env_id)
+        return env_id
+
+    @field_validator("env_kwargs")
+    @classmethod
+    def _known_options(cls, env_kwargs: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Gridworld options are checked here, by building the level (cheap); another
+        Gymnasium env checks its own options when it is made."""
+        from ogm.envs import check_env
+
+        if "env_id" in info.data:
+            check_env(info.data["env_id"], env_kwargs)
+        return env_kwargs
+
+    @field_validator("device")
+    @classmethod
+    def _available_device(cls, device: str) -> str:
+        """A CUDA device must exist here: a run fails at once, not after its first steps."""
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    f"{device!r} needs a CUDA GPU, and this torch ({torch.__version__}) finds "
+                    "none; use 'cpu' or 'auto'"
+                )
+            index = int(device.partition(":")[2] or 0)
+            if index >= torch.cuda.device_count():
+                raise ValueError(
+                    f"{device!r}: this machine has CUDA devices 0..{torch.cuda.device_count() - 1}"
+                )
+        return device
 
     def torch_device(self) -> torch.device:
         """The device to compute on: ``auto`` picks CUDA when present, else CPU."""
@@ -50,6 +96,21 @@ class CommonConfig(BaseModel):
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+
+def _checkpoint_folder(path: str) -> str:
+    """``path`` unless it names a file: a run starts from a run directory or a checkpoint
+    folder, and a file there (a dataset's metadata.json, say) is a mistake to name at once."""
+    if Path(path).is_file():
+        raise ValueError(
+            f"{path} is a file; give a run directory or one of its checkpoint folders "
+            "(checkpoints/step_<n>)"
+        )
+    return path
+
+
+# A config field naming a run directory or a checkpoint folder to start from
+RunPath = Annotated[str, AfterValidator(_checkpoint_folder)]
 
 
 THREADS_VARIABLE = "OGM_THREADS"
@@ -107,15 +168,28 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def describe_errors(err: ValidationError, prefix: str = "") -> str:
+    """Every error of ``err`` on one line: ``field.path: what is wrong (got value)``, each
+    field path after ``prefix``, separated by ``;``."""
+    parts = []
+    for e in err.errors():
+        keys = [str(p) for p in ([prefix] if prefix else []) + list(e["loc"])]
+        where = ".".join(k if k.isprintable() and " " not in k else repr(k) for k in keys)
+        message = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if e["type"] not in ("extra_forbidden", "missing", "value_error", "assertion_error"):
+            shown = repr(e["input"])
+            message += f" (got {shown if len(shown) <= 40 else shown[:37] + '...'})"
+        message = " ".join(message.split())
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
 def validate_config(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
-    """Validate ``data`` as ``cls``; errors list each field path and what is wrong."""
+    """Validate ``data`` as ``cls``; the one-line error names ``source`` and every field."""
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()
-        ]
-        raise ConfigError(f"invalid {source} for {cls.__name__}:\n" + "\n".join(lines)) from None
+        raise ConfigError(f"invalid {source} for {cls.__name__}: {describe_errors(err)}") from None
 
 
 def load_config(
@@ -129,8 +203,10 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path} is not valid TOML: {err}") from None
+        except OSError as err:
+            raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from None
         source = str(path)
     return validate_config(cls, apply_overrides(data, overrides or []), source)

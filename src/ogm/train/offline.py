@@ -15,26 +15,40 @@ public so that the online trainer and the baselines use the same ones.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ogm.agents.actor import ConditionedDT
 from ogm.agents.conditioning import make_strategy
 from ogm.agents.fidelity import fidelity_targets, measure_fidelity, write_fidelity
 from ogm.baselines.common import EpisodeLog, event_names_of, primary_event_of
 from ogm.data.trajectory import Trajectory
+from ogm.limits import (
+    MAX_BATCH,
+    MAX_BATCH_STEPS,
+    MAX_BINS,
+    MAX_CONTEXT,
+    MAX_EPISODE_LENGTH,
+    MAX_LAYERS,
+    MAX_MAGNITUDE,
+    MAX_PARAMETERS,
+    MAX_UPDATES,
+    MAX_WIDTH,
+)
 from ogm.models.decision_transformer import DecisionTransformer, DTConfig, return_bin_edges_for
 from ogm.train import evaluation
 from ogm.train.config import CommonConfig
+from ogm.train.progress import Progress
 from ogm.train.rundir import (
     Checkpoint,
     RunDir,
@@ -47,41 +61,45 @@ from ogm.train.rundir import (
 )
 from ogm.train.segments import SegmentBatch, TrajectoryPool, dt_loss, observation_stats
 
+Magnitude = Annotated[float, Field(ge=-MAX_MAGNITUDE, le=MAX_MAGNITUDE)]
+
 
 class OfflineConfig(CommonConfig):
     """The GM agent: a Decision Transformer trained offline on demonstrations."""
 
     kind: Literal["dt"] = "dt"
     # model (names as in the DT / ODT papers and code)
-    n_layer: int = Field(3, gt=0)
-    n_head: int = Field(1, gt=0)
-    n_embd: int = Field(128, gt=0)
+    n_layer: int = Field(3, gt=0, le=MAX_LAYERS)
+    n_head: int = Field(1, gt=0, le=MAX_WIDTH)
+    n_embd: int = Field(128, gt=0, le=MAX_WIDTH)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     activation: Literal["relu", "gelu"] = "relu"
-    context_len: int = Field(20, gt=0)  # K during training
-    eval_context_len: int | None = Field(None, gt=0)  # K when acting (default: context_len)
+    context_len: int = Field(20, gt=0, le=MAX_CONTEXT)  # K during training
+    # K when acting (default: context_len)
+    eval_context_len: int | None = Field(None, gt=0, le=MAX_CONTEXT)
     # Timestep embedding; None: on when a time limit cut any demonstration (build_model)
     use_timesteps: bool | None = None
-    max_ep_len: int | None = Field(None, gt=0)  # None: the longest demonstration
-    n_bins: int = Field(64, gt=0)  # return bins of the return head
+    # None: the longest demonstration
+    max_ep_len: int | None = Field(None, gt=0, le=MAX_EPISODE_LENGTH)
+    n_bins: int = Field(64, gt=0, le=MAX_BINS)  # return bins of the return head
     # Range of the return bins' centers (unscaled). Default: the data's returns-to-go. Set
     # it wider for online runs, so the return head can represent returns found online.
-    return_range: tuple[float, float] | None = None
+    return_range: tuple[Magnitude, Magnitude] | None = None
     # Returns-to-go are multiplied by this in the model; None: 1 / max |return-to-go| of the
     # data, so that the return token sees values in [-1, 1] (see build_model)
-    reward_scale: float | None = Field(None, gt=0.0)
+    reward_scale: float | None = Field(None, gt=0.0, le=MAX_MAGNITUDE)
     # optimisation
-    updates: int = Field(3000, ge=0)
-    batch_size: int = Field(64, gt=0)
+    updates: int = Field(3000, ge=0, le=MAX_UPDATES)
+    batch_size: int = Field(64, gt=0, le=MAX_BATCH)
     learning_rate: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(5e-4, ge=0.0)
-    warmup_steps: int = Field(300, ge=0)
+    warmup_steps: int = Field(300, ge=0, le=MAX_UPDATES)
     grad_clip: float = Field(0.25, gt=0.0)
     alpha: float = Field(0.0, ge=0.0)  # entropy bonus (fixed offline)
     return_coef: float = Field(1.0, ge=0.0)  # weight of the return head's cross-entropy
     # bookkeeping and evaluation
-    log_every: int = Field(100, gt=0)
-    checkpoint_every: int = Field(1000, gt=0)
+    log_every: int = Field(100, gt=0, le=MAX_UPDATES)
+    checkpoint_every: int = Field(1000, gt=0, le=MAX_UPDATES)
     strategy: str = "percentile:90"
     # Conditioning fidelity (ogm.agents.fidelity) after training: this many targets over
     # the demonstrations' return range (0: not measured), each asked of eval_episodes
@@ -101,6 +119,26 @@ class OfflineConfig(CommonConfig):
             raise ValueError(f"return_range must be (low, high) with low < high, got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _buildable(self) -> OfflineConfig:
+        """The model and a batch fit the bounds of :mod:`ogm.limits` (sizes that pass one
+        by one can still multiply into one that would exhaust memory)."""
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        parameters = 12 * self.n_layer * self.n_embd**2  # attention + MLP blocks
+        if parameters > MAX_PARAMETERS:
+            raise ValueError(
+                f"n_layer={self.n_layer} and n_embd={self.n_embd} make a model of about "
+                f"{parameters:.2g} parameters, above the bound of {MAX_PARAMETERS:.0g}"
+            )
+        steps = self.batch_size * max(self.context_len, self.eval_context_len or 0)
+        if steps > MAX_BATCH_STEPS:
+            raise ValueError(
+                f"batch_size={self.batch_size} segments of context_len={self.context_len} "
+                f"steps make {steps} steps a batch, above the bound of {MAX_BATCH_STEPS}"
+            )
+        return self
+
 
 # ----------------------------------------------------------------------------- data
 
@@ -111,14 +149,27 @@ def dataset_cache_dir() -> Path:
 
 
 def load_demonstrations(config: CommonConfig) -> list[Trajectory]:
-    """The trajectories the config's ``dataset`` names (a path, or a recipe built once)."""
-    from ogm.data.dataset import build_dataset, load_trajectories
+    """The trajectories the config's ``dataset`` names (a path, or a recipe built once),
+    checked against the spaces of the config's environment, where they will be used."""
+    from ogm.data.dataset import DatasetError, build_dataset, check_trajectories, load_trajectories
 
     if config.dataset is None:
-        raise ValueError(f"{type(config).__name__}.dataset must name the demonstrations")
+        raise ValueError(
+            f"dataset must name the demonstrations {type(config).__name__} learns from (a "
+            "Minari dataset directory, or a [dataset] recipe table); it is not set"
+        )
     if isinstance(config.dataset, str):
-        return load_trajectories(config.dataset)
-    return load_trajectories(build_dataset(config.dataset, dataset_cache_dir()))
+        path = Path(config.dataset)
+    else:
+        path = build_dataset(config.dataset, dataset_cache_dir())
+    trajectories = load_trajectories(path)
+    with contextlib.closing(make_eval_env(config, 1)) as env:
+        spaces = env.single_observation_space, env.single_action_space
+    try:
+        check_trajectories(trajectories, *spaces)
+    except ValueError as err:
+        raise DatasetError(f"dataset {path} does not fit {config.env_id}: {err}") from None
+    return trajectories
 
 
 # ----------------------------------------------------------------------------- model
@@ -200,10 +251,8 @@ def load_model(
     checkpoint = load_checkpoint(Path(path))
     if "model_config" not in checkpoint.state:
         raise RunDirError(f"checkpoint {checkpoint.path} holds no Decision Transformer")
-    try:
-        config = DTConfig.from_dict(checkpoint.state["model_config"])
-    except (TypeError, ValueError) as err:
-        raise RunDirError(f"checkpoint {checkpoint.path}: bad model_config: {err}") from err
+    with checkpoint.restoring():
+        config = stored_model_config(checkpoint.state["model_config"])
     if expect is not None and expect != config:
         ours, theirs = expect.to_dict(), config.to_dict()
         fields = sorted(k for k in ours if ours[k] != theirs[k])
@@ -211,9 +260,38 @@ def load_model(
             f"checkpoint {checkpoint.path} has a different model config; differing: "
             + ", ".join(f"{k} ({theirs[k]!r} stored, {ours[k]!r} expected)" for k in fields)
         )
-    model = DecisionTransformer(config)
-    load_model_tensors(model, checkpoint.tensors, str(checkpoint.path))
+    with checkpoint.restoring():
+        model = DecisionTransformer(config)
+        load_model_tensors(model, checkpoint.tensors, str(checkpoint.path))
     return model.to(device)
+
+
+def stored_model_config(data: dict[str, Any]) -> DTConfig:
+    """The :class:`DTConfig` a checkpoint stores, whose sizes must lie within the bounds of
+    a config (:mod:`ogm.limits`): a damaged checkpoint must not build a model that
+    exhausts memory. ``ValueError`` naming the size otherwise."""
+    config = DTConfig.from_dict(dict(data))
+    bounds = {
+        "n_layer": MAX_LAYERS,
+        "n_head": MAX_WIDTH,
+        "n_embd": MAX_WIDTH,
+        "n_inner": 4 * MAX_WIDTH,
+        "context_len": MAX_CONTEXT,
+        "max_ep_len": MAX_EPISODE_LENGTH,
+        "act_dim": MAX_WIDTH,
+        "conv_channels": MAX_WIDTH,
+        "observation size": MAX_BATCH_STEPS,
+    }
+    sizes = {name: getattr(config, name, None) for name in bounds}
+    sizes["observation size"] = math.prod(config.obs_shape)
+    for name, bound in bounds.items():
+        if sizes[name] is not None and not 0 < sizes[name] <= bound:
+            raise ValueError(f"model_config: {name} {sizes[name]} is outside 1..{bound}")
+    if 12 * config.n_layer * config.n_embd**2 > MAX_PARAMETERS:
+        raise ValueError(
+            f"model_config: a model above the bound of {MAX_PARAMETERS:.0g} parameters"
+        )
+    return config
 
 
 def load_model_tensors(
@@ -269,12 +347,45 @@ def update(
     """One gradient step on :func:`dt_loss`; returns its stats plus ``grad_norm``."""
     model.train()
     loss, stats = dt_loss(model, batch, alpha=alpha, return_coef=return_coef)
+    learning_rate = optimizer.param_groups[0]["lr"]
+    require_finite(learning_rate, loss=loss)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+    require_finite(learning_rate, grad_norm=stats["grad_norm"])
     optimizer.step()
     scheduler.step()
     return stats
+
+
+class DivergedError(RuntimeError):
+    """Training met a NaN or infinite number. It stops before the step that would spread
+    it into the parameters, and writes no checkpoint, so the run keeps its last good one."""
+
+
+def require_finite(learning_rate: float, **values: float | torch.Tensor) -> None:
+    """:class:`DivergedError` naming each of ``values`` (a loss, a gradient norm) that is
+    not finite; called before an optimiser step."""
+    numbers = {name: float(torch.as_tensor(v).detach()) for name, v in values.items()}
+    bad = {name: v for name, v in numbers.items() if not math.isfinite(v)}
+    if bad:
+        found = ", ".join(f"the {name.replace('_', ' ')} is {v}" for name, v in bad.items())
+        raise DivergedError(
+            f"training diverged: {found} (learning rate {learning_rate:g}; lower it); "
+            "stopped before the update, so the run keeps its last good checkpoint"
+        )
+
+
+def require_finite_parameters(module: torch.nn.Module) -> None:
+    """:class:`DivergedError` naming parameters of ``module`` that hold NaN or infinite
+    values; called before a checkpoint, so that none is written from a diverged state."""
+    bad = [name for name, p in module.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise DivergedError(
+            f"training diverged: parameters {', '.join(bad[:3])}"
+            f"{' ...' if len(bad) > 3 else ''} hold NaN or infinite values (lower the "
+            "learning rate); no checkpoint written, the run keeps its last good one"
+        )
 
 
 # ----------------------------------------------------------------------------- run
@@ -305,13 +416,18 @@ def restore(
     rng: np.random.Generator,
 ) -> int:
     """Load what :func:`training_state` saved; returns the checkpoint's step."""
-    load_model_tensors(model, checkpoint.tensors, str(checkpoint.path))
-    optimizer.load_state_dict(unpack_state(checkpoint.state["optimizer"], checkpoint.tensors))
-    scheduler.load_state_dict(checkpoint.state["scheduler"])
-    rng.bit_generator.state = checkpoint.state["numpy_rng"]
-    set_torch_rng_state(
-        {k.removeprefix("rng."): v for k, v in checkpoint.tensors.items() if k.startswith("rng.")}
-    )
+    with checkpoint.restoring():
+        load_model_tensors(model, checkpoint.tensors, str(checkpoint.path))
+        optimizer.load_state_dict(unpack_state(checkpoint.state["optimizer"], checkpoint.tensors))
+        scheduler.load_state_dict(checkpoint.state["scheduler"])
+        rng.bit_generator.state = checkpoint.state["numpy_rng"]
+        set_torch_rng_state(
+            {
+                k.removeprefix("rng."): v
+                for k, v in checkpoint.tensors.items()
+                if k.startswith("rng.")
+            }
+        )
     return checkpoint.step
 
 
@@ -337,8 +453,8 @@ def run(config: OfflineConfig, run_dir: Path) -> None:
     try:
         model = train(config, run, trajectories, action_space)
         evaluate(config, run, model, [t.ret for t in trajectories])
-    except BaseException:
-        run.set_status("failed")
+    except BaseException as err:
+        run.record_failure(err)
         raise
     finally:
         run.close()
@@ -359,12 +475,14 @@ def train(
     step = 0 if checkpoint is None else restore(checkpoint, model, optimizer, scheduler, rng)
 
     def save(step: int) -> None:
+        require_finite_parameters(model)
         tensors, state = training_state(model, optimizer, scheduler, rng)
         run.save_checkpoint(step, tensors=tensors, state=state)
 
     pool = TrajectoryPool(trajectories)
     tb = run.tensorboard()
     tick, tick_step = time.perf_counter(), step
+    progress = Progress(config.updates, desc="offline DT", unit="updates", initial=step)
     while step < config.updates:
         batch = pool.sample(config.batch_size, config.context_len, rng).to(device)
         stats = update(
@@ -377,6 +495,7 @@ def train(
             grad_clip=config.grad_clip,
         )
         step += 1
+        progress.update()
         if step % config.log_every == 0 or step == config.updates:
             now = time.perf_counter()
             stats["updates_per_s"] = (step - tick_step) / max(now - tick, 1e-9)
@@ -387,6 +506,7 @@ def train(
                 tb.add_scalar(f"offline/{key}", value, step)
         if step % config.checkpoint_every == 0 or step == config.updates:
             save(step)
+    progress.close()
     if checkpoint is None and config.updates == 0:
         save(0)
     return model

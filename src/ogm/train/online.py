@@ -63,15 +63,30 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from tqdm.auto import tqdm
 
 from ogm.agents.actor import ConditionedDT, EpisodeResult, rollout
 from ogm.agents.conditioning import check_spec, make_strategy
 from ogm.baselines.common import EpisodeLog, event_names_of, primary_event_of
-from ogm.models.decision_transformer import CategoricalPolicy, DecisionTransformer, DTConfig, Policy
+from ogm.limits import (
+    MAX_BATCH,
+    MAX_EPISODES,
+    MAX_EVAL_EPISODES,
+    MAX_ROUNDS,
+    MAX_UPDATES,
+    STRICT,
+)
+from ogm.models.decision_transformer import CategoricalPolicy, DecisionTransformer, Policy
 from ogm.train import evaluation, offline
-from ogm.train.config import CommonConfig
+from ogm.train.config import CommonConfig, RunPath, describe_errors
 from ogm.train.evaluation import final_summary, log_evaluation
 from ogm.train.replay import ReplayBuffer
 from ogm.train.rundir import (
@@ -89,7 +104,7 @@ from ogm.train.segments import SegmentBatch, TrajectoryPool
 # `ogm train` pretrains exactly as `ogm train-offline` would with the same values.
 OfflineSection = create_model(
     "OfflineSection",
-    __config__=ConfigDict(extra="forbid"),
+    __config__=STRICT,
     __doc__="Offline pretraining: the fields of OfflineConfig outside CommonConfig.",
     **{
         name: (info.annotation, info)
@@ -130,20 +145,21 @@ class OnlineSection(BaseModel):
     sets all of ODT's published settings that apply here (:data:`PRESETS`), and fields set
     explicitly override the preset."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     preset: Literal["odt"] | None = None
-    rounds: int = Field(50, ge=0)
-    episodes_per_round: int | None = Field(None, gt=0)  # default: num_envs; ODT: 1
-    updates_per_round: int = Field(300, ge=0)  # ODT: 300
-    batch_size: int = Field(64, gt=0)  # ODT: 256
+    rounds: int = Field(50, ge=0, le=MAX_ROUNDS)
+    # default: num_envs; ODT: 1
+    episodes_per_round: int | None = Field(None, gt=0, le=MAX_EVAL_EPISODES)
+    updates_per_round: int = Field(300, ge=0, le=MAX_UPDATES)  # ODT: 300
+    batch_size: int = Field(64, gt=0, le=MAX_BATCH)  # ODT: 256
     learning_rate: float = Field(1e-4, gt=0.0)  # ODT: 1e-4
     weight_decay: float = Field(5e-4, ge=0.0)  # ODT: 5e-4
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, le=MAX_UPDATES)
     grad_clip: float = Field(0.25, gt=0.0)  # ODT: 0.25
-    buffer_capacity: int = Field(1000, gt=0)  # trajectories; ODT: 1000
+    buffer_capacity: int = Field(1000, gt=0, le=MAX_EPISODES)  # trajectories; ODT: 1000
     strategy: str = "percentile:95"  # exploration target; ODT: odt:2
-    eval_strategy: str | None = None  # evaluation target; default: the offline section's
+    eval_strategy: str | None = None  # evaluation target; default: evaluation_target()
     # the essay's controls
     demo_fraction: float | None = Field(None, ge=0.0, le=1.0)  # None: ODT's mixed buffer
     entropy: bool = True
@@ -153,10 +169,10 @@ class OnlineSection(BaseModel):
     temperature_lr: float = Field(1e-2, gt=0.0)  # ODT: 1e-4
     target_entropy: float | None = None  # None: see target_entropy()
     max_kl_per_round: float | None = Field(None, gt=0.0)
-    kl_check_every: int = Field(25, gt=0)  # updates per block of the KL cap
-    kl_backtracks: int = Field(10, ge=0)  # halvings of a block that overshoots the cap
-    probe_segments: int = Field(256, gt=0)  # segments per KL probe
-    checkpoint_every: int = Field(5, gt=0)
+    kl_check_every: int = Field(25, gt=0, le=MAX_UPDATES)  # updates per block of the KL cap
+    kl_backtracks: int = Field(10, ge=0, le=60)  # halvings of a block that overshoots the cap
+    probe_segments: int = Field(256, gt=0, le=MAX_BATCH)  # segments per KL probe
+    checkpoint_every: int = Field(5, gt=0, le=MAX_ROUNDS)
 
     @model_validator(mode="before")
     @classmethod
@@ -187,13 +203,16 @@ class OnlineConfig(CommonConfig):
     """
 
     kind: Literal["odt"] = "odt"
-    pretrained: str | None = None
+    pretrained: RunPath | None = None
     offline: OfflineSection = Field(default_factory=OfflineSection)  # type: ignore[valid-type]
     online: OnlineSection = Field(default_factory=OnlineSection)
 
     @model_validator(mode="after")
     def _valid_offline(self) -> OnlineConfig:
-        self.offline_config()
+        try:
+            self.offline_config()
+        except ValidationError as err:  # the checks of OfflineConfig that span its fields
+            raise ValueError(describe_errors(err, prefix="offline")) from None
         return self
 
     def offline_config(self) -> offline.OfflineConfig:
@@ -475,12 +494,28 @@ def _model_from(
     tensors: dict[str, torch.Tensor], prefix: str, model_config: dict[str, Any], where: str
 ) -> DecisionTransformer:
     """The model stored under ``prefix``: ``model.`` (finetuned) or ``offline.`` (pretrained)."""
-    model = DecisionTransformer(DTConfig.from_dict(model_config))
+    model = DecisionTransformer(offline.stored_model_config(model_config))
     stored = {
         "model." + k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)
     }
     offline.load_model_tensors(model, stored, where)
     return model
+
+
+def evaluation_target(config: OnlineConfig) -> str:
+    """The evaluation strategy: ``online.eval_strategy`` when set, else the one the GM agent
+    was evaluated with (the ``pretrained`` run's ``strategy``, or the offline section's), so
+    that an OGM agent is judged by the rule its GM agent was judged by."""
+    if config.online.eval_strategy is not None:
+        return config.online.eval_strategy
+    if config.pretrained is not None:
+        path = Path(config.pretrained)
+        for candidate in (path, path.parent.parent):  # a run directory, or a checkpoint in one
+            if (candidate / "run.json").is_file():
+                strategy = RunDir.open(candidate).config.get("strategy")
+                if isinstance(strategy, str):
+                    return check_spec(strategy)
+    return config.offline.strategy
 
 
 def pretrained_model(config: OnlineConfig, run_dir: Path) -> DecisionTransformer:
@@ -529,11 +564,15 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
     """Finetune (or resume finetuning) the OGM agent in ``run_dir`` (see the module doc)."""
     cfg = config.online
     run_dir = Path(run_dir)
-    rd = RunDir.open_or_create(run_dir, kind="odt", config=config, seed=config.seed)
     device = config.torch_device()
+    # the data and a given pretrained model are checked before the run directory is made,
+    # so that bad input leaves nothing behind
+    demos = offline.load_demonstrations(config)
+    if config.pretrained is not None:
+        offline.load_model(config.pretrained)
+    rd = RunDir.open_or_create(run_dir, kind="odt", config=config, seed=config.seed)
     env = make_env(config)
     try:
-        demos = offline.load_demonstrations(config)
         tb = rd.tensorboard()
 
         # ---- state: fresh from the offline policy, or from the latest checkpoint
@@ -543,13 +582,15 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             model = pretrained_model(config, run_dir)
             reference = copy.deepcopy(model)
         else:
-            where = str(checkpoint.path)
-            model = _model_from(
-                checkpoint.tensors, "model.", checkpoint.state["model_config"], where
-            )
-            reference = _model_from(
-                checkpoint.tensors, "offline.", checkpoint.state["model_config"], where
-            )
+            with checkpoint.restoring():
+                where = str(checkpoint.path)
+                model = _model_from(
+                    checkpoint.tensors, "model.", checkpoint.state["model_config"], where
+                )
+                reference = _model_from(
+                    checkpoint.tensors, "offline.", checkpoint.state["model_config"], where
+                )
+                stored_entropy = float(checkpoint.state["target_entropy"])
         model, reference = model.to(device), reference.to(device)
         K = model.config.context_len
         demo_pool = TrajectoryPool(demos)
@@ -563,12 +604,12 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 reference, cfg.target_entropy, demo_probe, derive_seed(config.seed, PROBE)
             )
             if checkpoint is None
-            else checkpoint.state["target_entropy"]
+            else stored_entropy
         )
         torch.manual_seed(config.seed)
         learner = Learner(model, config, entropy_target)
         rng = np.random.default_rng([config.seed, TRAIN])
-        eval_strategy = make_strategy(cfg.eval_strategy or config.offline.strategy)
+        eval_strategy = make_strategy(evaluation_target(config))
         strategy = make_strategy(cfg.strategy, base=eval_strategy)  # odt:m multiplies it
         # ODT's buffer starts with the demonstrations; a set demo_fraction draws them apart
         buffer = ReplayBuffer(
@@ -581,28 +622,30 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             for s in (strategy, eval_strategy):
                 s.observe([t.ret for t in demos])
         else:
-            tensors, state = checkpoint.tensors, checkpoint.state
-            learner.load_state_dict(
-                {
-                    "model": model.state_dict(),  # already the checkpoint's
-                    "optimizer": unpack_state(state["optimizer"], tensors),
-                    "scheduler": state["scheduler"],
-                    "log_alpha": tensors["log_alpha"],
-                    "alpha_optimizer": unpack_state(state["alpha_optimizer"], tensors),
-                }
-            )
-            rng.bit_generator.state = state["numpy_rng"]
-            set_torch_rng_state({k[4:]: v for k, v in tensors.items() if k.startswith("rng.")})
-            strategy.load_state_dict(state["strategy"])
-            eval_strategy.load_state_dict(state["eval_strategy"])
-            buffer = ReplayBuffer.from_arrays(
-                {k[7:]: v for k, v in checkpoint.arrays.items() if k.startswith("buffer.")}
-            )
-            round_ = checkpoint.step
-            env_steps, episodes = state["env_steps"], state["episodes"]
-            final_eval = state["final_eval"]
+            with checkpoint.restoring():
+                tensors, state = checkpoint.tensors, checkpoint.state
+                learner.load_state_dict(
+                    {
+                        "model": model.state_dict(),  # already the checkpoint's
+                        "optimizer": unpack_state(state["optimizer"], tensors),
+                        "scheduler": state["scheduler"],
+                        "log_alpha": tensors["log_alpha"],
+                        "alpha_optimizer": unpack_state(state["alpha_optimizer"], tensors),
+                    }
+                )
+                rng.bit_generator.state = state["numpy_rng"]
+                set_torch_rng_state({k[4:]: v for k, v in tensors.items() if k.startswith("rng.")})
+                strategy.load_state_dict(state["strategy"])
+                eval_strategy.load_state_dict(state["eval_strategy"])
+                buffer = ReplayBuffer.from_arrays(
+                    {k[7:]: v for k, v in checkpoint.arrays.items() if k.startswith("buffer.")}
+                )
+                round_ = checkpoint.step
+                env_steps, episodes = int(state["env_steps"]), int(state["episodes"])
+                final_eval = {k: float(v) for k, v in state["final_eval"].items()}
 
         def save() -> None:
+            offline.require_finite_parameters(model)
             opt_tensors, opt_state = pack_state(learner.optimizer.state_dict(), "optim")
             alpha_tensors, alpha_state = pack_state(
                 learner.alpha_optimizer.state_dict(), "alpha_optim"
@@ -761,8 +804,8 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
         rd.set_status(
             "done", rounds=round_, env_steps=env_steps, final_eval=final_summary(final_eval)
         )
-    except BaseException:
-        rd.set_status("failed")
+    except BaseException as err:
+        rd.record_failure(err)
         raise
     finally:
         env.close()
