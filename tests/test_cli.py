@@ -52,6 +52,19 @@ def test_progress_prints_plain_lines_when_not_a_terminal(monkeypatch):
     assert lines[-1].startswith("BC: 4/4 updates (100%)") and len(lines) == 4
 
 
+def test_progress_lines_carry_the_latest_status(monkeypatch):
+    """The online trainer reports env steps and training return with each round."""
+    monkeypatch.delenv(PROGRESS_VARIABLE, raising=False)
+    stream = io.StringIO()
+    progress = Progress(2, desc="online ODT", unit="rounds", every_s=0.0, stream=stream)
+    progress.update(1, env_steps=1600, train_return="17.20")
+    progress.update(1)  # no new status: the last one stays
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith(", env_steps 1600, train_return 17.20")
+    assert lines[1].startswith("online ODT: 2/2 rounds (100%)")
+    assert lines[1].endswith(", env_steps 1600, train_return 17.20")
+
+
 def test_progress_is_a_bar_on_a_terminal_and_silent_when_off(monkeypatch):
     monkeypatch.delenv(PROGRESS_VARIABLE, raising=False)
     terminal = Terminal()

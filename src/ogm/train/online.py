@@ -71,7 +71,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from tqdm.auto import tqdm
 
 from ogm.agents.actor import ConditionedDT, EpisodeResult, rollout
 from ogm.agents.conditioning import check_spec, make_strategy
@@ -88,6 +87,7 @@ from ogm.models.decision_transformer import CategoricalPolicy, DecisionTransform
 from ogm.train import evaluation, offline
 from ogm.train.config import CommonConfig, RunPath, describe_errors
 from ogm.train.evaluation import final_summary, log_evaluation
+from ogm.train.progress import Progress
 from ogm.train.replay import ReplayBuffer
 from ogm.train.rundir import (
     RunDir,
@@ -720,7 +720,7 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             log_round({"updates_kept": 0, **evaluate()}, tick)
             save()
 
-        bar = tqdm(total=cfg.rounds, initial=round_, desc="odt", unit="round", disable=None)
+        progress = Progress(cfg.rounds, desc="online ODT", unit="rounds", initial=round_)
         while round_ < cfg.rounds:
             round_ += 1
             tick = time.perf_counter()
@@ -797,9 +797,8 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             log_round(values, tick)
             if round_ % cfg.checkpoint_every == 0 or round_ == cfg.rounds:
                 save()
-            bar.update(1)
-            bar.set_postfix(episodes=episodes, env_steps=env_steps, ret=f"{np.mean(returns):.2f}")
-        bar.close()
+            progress.update(1, env_steps=env_steps, train_return=f"{np.mean(returns):.2f}")
+        progress.close()
         log.flush()
         rd.set_status(
             "done", rounds=round_, env_steps=env_steps, final_eval=final_summary(final_eval)

@@ -45,17 +45,22 @@ class Progress:
         self.stream = stream or sys.stderr
         self.enabled = progress_enabled()
         self.start = self.last_line = time.monotonic()
+        self.status: dict[str, object] = {}
         self.bar = None
         if self.enabled and self.stream.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream)
 
-    def update(self, n: int = 1) -> None:
-        """Count ``n`` more units of work."""
+    def update(self, n: int = 1, **status: object) -> None:
+        """Count ``n`` more units of work; ``status`` (e.g. ``env_steps=...``) is shown
+        next to the count."""
         self.count += n
+        self.status = status or self.status
         if self.bar is not None:
             self.bar.update(n)
+            if status:
+                self.bar.set_postfix(status)
         elif self.enabled and time.monotonic() - self.last_line >= self.every_s:
             self._line()
 
@@ -78,6 +83,7 @@ class Progress:
         left = self.total - self.count
         if done and left > 0:
             text += f", about {elapsed / done * left:.0f} s left"
+        text += "".join(f", {key} {value}" for key, value in self.status.items())
         print(text, file=self.stream, flush=True)
 
     def __enter__(self) -> Progress:
