@@ -1,13 +1,13 @@
 """Conditioning fidelity: a GM agent asked for a return gets it, over the demonstrations'
 range, on a deterministic gridworld whose demonstrators differ in skill.
 
-Measured (greedy, training seeds 0-4): slope 0.996-1.008, Spearman 1.0, mean absolute
-error 0.2-1.1. The linear return embedding with unscaled returns (before the fix) got
-slope 0.90-0.95 but errors of 5-8 (seeds 0, 1): asked for -13 it returned -7 or -3.
-The context is 5 steps. When training segments put their short contexts at episode ends
-(as the reference code does) instead of at episode starts (as when acting; see
-``ogm.train.segments``), the greedy agent sometimes looped until the time limit with
-contexts of 3 or 5.
+The test trains one model (context 5, training seed 0). Measured over training seeds 0-4
+with this setup (the fixture's training with ``torch.manual_seed(s)`` and
+``default_rng(s)``; greedy, 9 targets x 4 episodes each): seeds 0-2 slope 0.96-0.99, Spearman 1.0, mean absolute error
+0.5-1.4; seeds 3 and 4 loop until the time limit in some episodes (error 99 and 19), so
+the property holds for most, not all, trainings at this size. At context 2 four of five
+seeds pass (seed 0: slope 0.82, error 6.0). The linear return embedding with unscaled
+returns (before the fix) got slope 0.90-0.95 but errors of 5-8 (seeds 0, 1).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from ogm.data.trajectory import Trajectory
 from ogm.models.decision_transformer import DecisionTransformer
 from ogm.train.config import CommonConfig
-from ogm.train.offline import OfflineConfig, build_model, make_optimizer, update
+from ogm.train.offline import OfflineConfig, build_model, make_optimizer, offline_step
 from ogm.train.online import OfflineSection
 from ogm.train.rundir import CsvLog, RunDir
 
@@ -63,16 +63,7 @@ def fit_dt(
     )
     pool, rng = TrajectoryPool(trajectories), np.random.default_rng(config.seed)
     for _ in range(config.updates):
-        batch = pool.sample(config.batch_size, config.context_len, rng)
-        update(
-            model,
-            batch,
-            optimizer,
-            scheduler,
-            alpha=config.alpha,
-            return_coef=config.return_coef,
-            grad_clip=config.grad_clip,
-        )
+        offline_step(config, model, pool, rng, optimizer, scheduler)
     return model.eval()
 
 

@@ -358,6 +358,28 @@ def update(
     return stats
 
 
+def offline_step(
+    config: OfflineConfig,
+    model: DecisionTransformer,
+    pool: TrajectoryPool,
+    rng: np.random.Generator,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> dict[str, float]:
+    """One update of the GM agent's offline training: a batch of segments from ``pool``,
+    the loss terms and clipping of ``config``."""
+    batch = pool.sample(config.batch_size, config.context_len, rng).to(model.obs_mean.device)
+    return update(
+        model,
+        batch,
+        optimizer,
+        scheduler,
+        alpha=config.alpha,
+        return_coef=config.return_coef,
+        grad_clip=config.grad_clip,
+    )
+
+
 class DivergedError(RuntimeError):
     """Training met a NaN or infinite number. It stops before the step that would spread
     it into the parameters, and writes no checkpoint, so the run keeps its last good one."""
@@ -484,16 +506,7 @@ def train(
     tick, tick_step = time.perf_counter(), step
     progress = Progress(config.updates, desc="offline DT", unit="updates", initial=step)
     while step < config.updates:
-        batch = pool.sample(config.batch_size, config.context_len, rng).to(device)
-        stats = update(
-            model,
-            batch,
-            optimizer,
-            scheduler,
-            alpha=config.alpha,
-            return_coef=config.return_coef,
-            grad_clip=config.grad_clip,
-        )
+        stats = offline_step(config, model, pool, rng, optimizer, scheduler)
         step += 1
         progress.update()
         if step % config.log_every == 0 or step == config.updates:

@@ -12,8 +12,9 @@ episode's end, so their short contexts always sit at episode ends, while an agen
 in the environment has short contexts only at episode starts (its first ``K - 1`` steps).
 Drawing the last step puts the short contexts where acting has them; every step is still
 the last (predicted-from-the-most-context) step of a segment equally often. It matters for
-return conditioning: the DT of ``tests/test_fidelity.py`` (K = 5) sometimes looped until the
-time limit with the references' sampling, and follows its targets with this one.
+return conditioning: the DT of ``tests/test_fidelity.py`` (K = 5) looped until the time
+limit with the references' sampling, and follows its targets with this one for three of
+five training seeds (the other two still loop in some episodes).
 
 Returns-to-go in a batch are *unscaled*: the model multiplies them by its own
 ``config.reward_scale``, so a checkpoint cannot be fed the wrong scale.
