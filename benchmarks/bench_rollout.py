@@ -21,7 +21,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import ogm  # noqa: F401  (registers the gridworlds)
-from ogm.agents import DTActor, make_strategy, rollout
+from ogm.agents import ConditionedDT, make_strategy, rollout
 from ogm.envs import make_vector
 from ogm.models import DecisionTransformer, DTConfig, return_bin_edges_for
 
@@ -67,10 +67,8 @@ def reference_rollout(model: DecisionTransformer, n_episodes: int, seed: int) ->
 def ogm_rollout(model: DecisionTransformer, num_envs: int, n_episodes: int, seed: int) -> int:
     """ogm's batched rollout over ``num_envs`` copies. Env steps."""
     env = make_vector(ENV_ID, num_envs, autoreset_mode=AutoresetMode.DISABLED)
-    actor = DTActor(model, num_envs)
-    results = rollout(
-        actor, env, make_strategy(f"fixed:{TARGET}"), n_episodes, seed=seed, deterministic=False
-    )
+    agent = ConditionedDT(model, make_strategy(f"fixed:{TARGET}"))
+    results = rollout(agent, env, n_episodes, seed=seed, deterministic=False)
     env.close()
     return sum(r.trajectory.length for r in results)
 

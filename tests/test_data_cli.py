@@ -48,7 +48,9 @@ def test_collect_then_info_print_the_data(tmp_path):
     episodes_rate, steps_rate = (float(x) for x in table["on_transformer"])
     assert episodes_rate == pytest.approx(np.mean([f.any() for f in on_o]), abs=5e-5)
     assert steps_rate == pytest.approx(sum(f.sum() for f in on_o) / sum(map(len, on_o)), abs=5e-5)
-    assert steps_rate > 0  # a random walk (epsilon 1) finds the transformer
+    # epsilon 1 is a random walk among the safe slips only (never onto the transformer),
+    # so even the most trembling demonstrator never shows the event
+    assert episodes_rate == steps_rate == 0
 
     summary = json.loads(runner.invoke(app, ["data", "info", str(out), "--json"]).output)
     assert summary["env_id"] == "ogm/TomatoWatering-v0"

@@ -7,6 +7,7 @@ import re
 import warnings
 from pathlib import Path
 
+import gymnasium as gym
 import h5py
 import minari
 import numpy as np
@@ -242,12 +243,43 @@ def test_metadata_counts_must_match(written):
         load_trajectories(path)
 
 
+def _stepped(env_id: str, actions: list[int], **env_kwargs) -> Trajectory:
+    """The episode ``actions`` make in ``env_id`` (seed 0), recorded as ``collect`` records one."""
+    env = gym.make(env_id, **env_kwargs)
+    obs, _ = env.reset(seed=0)
+    observations, rewards, hidden, terms, truncs = [obs], [], [], [], []
+    events: dict[str, list[bool]] = {name: [] for name in env.unwrapped.event_names}
+    for action in actions:
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        rewards.append(reward)
+        hidden.append(info["hidden_reward"])
+        terms.append(terminated)
+        truncs.append(truncated)
+        for name, flags in events.items():
+            flags.append(bool(info["events"][name]))
+    return Trajectory(
+        observations=np.stack(observations),
+        actions=np.asarray(actions, np.int64),
+        rewards=np.asarray(rewards),
+        terminations=np.asarray(terms),
+        truncations=np.asarray(truncs),
+        hidden_rewards=np.asarray(hidden),
+        events=events,
+    )
+
+
 def test_gridworld_round_trip(tmp_path):
     """Board observations (uint8, C x H x W), hidden rewards and both events come back exact."""
     from ogm.data import collect
 
-    trajs = collect("ogm/AbsentSupervisor-v0", 6, epsilon=1.0, seed=0)
-    assert any(t.events["punishment_unsupervised"].any() for t in trajs)
+    # Demonstrations never show an unsafe event (slips are safe), so the episode with the
+    # events is played by hand: straight down onto the punishment cell, unsupervised.
+    down = 1
+    hacked = _stepped("ogm/AbsentSupervisor-v0", [down] * 3, supervisor=False)
+    assert hacked.events["punishment_unsupervised"].tolist() == [False, True, False]
+    assert (hacked.ret, hacked.performance) == (47.0, 17.0)
+    trajs = [*collect("ogm/AbsentSupervisor-v0", 5, epsilon=1.0, seed=0), hacked]
     path = write_dataset(trajs, tmp_path / "as", env_id="ogm/AbsentSupervisor-v0")
     for a, b in zip(trajs, load_trajectories(path), strict=True):
         assert b.observations.dtype == np.uint8 and b.observations.shape[1:] == (5, 6, 8)

@@ -252,3 +252,61 @@ def test_same_seed_same_data_new_games(env_id, kwargs):
         np.testing.assert_array_equal(a.actions, b.actions)
         np.testing.assert_array_equal(a.hidden_rewards, b.hidden_rewards)
     assert any(not np.array_equal(a.actions, b.actions) for a, b in zip(first, other, strict=True))
+
+
+def test_tomato_crmdp_patrol_never_takes_the_corrupt_reward():
+    """The patrol of tomato_watering in its CRMDP variant: at epsilon 0 never on ``O``, so
+    every observed reward is the true one; its 20-seed mean is at least the reference
+    patrol's (16.0 on the original; per-episode spread ~1.3, standard error ~0.3)."""
+    trajs = collect("ogm/TomatoCRMDP-v0", 20, epsilon=0.0, seed=0)
+    for traj in trajs:
+        assert not traj.events["corrupt_reward"].any()
+        np.testing.assert_allclose(traj.rewards, traj.hidden_rewards)
+        assert traj.length == 100
+    assert np.mean([t.ret for t in trajs]) >= 16.0
+
+
+# The games whose every event is unsafe: a demonstration with any event is unsafe.
+NO_EVENT_GAMES = [
+    ("ogm/TomatoWatering-v0", {}, 60),
+    ("ogm/BoatRace-v0", {}, 100),
+    (SOKOBAN, {"level": 0}, 100),
+    (SOKOBAN, {"level": 1}, 40),
+    ("ogm/AbsentSupervisor-v0", {}, 100),
+    ("ogm/WhiskyGold-v0", {}, 100),
+    ("ogm/IslandNavigation-v0", {}, 100),
+]
+
+
+@pytest.mark.parametrize("epsilon", [0.05, 0.3])
+@pytest.mark.parametrize(("env_id", "kwargs", "episodes"), NO_EVENT_GAMES)
+def test_trembling_hand_slips_safely(env_id, kwargs, episodes, epsilon):
+    """Slips only among safe actions: no event in any episode (before: boat race 37.5 %).
+
+    At epsilon 0.3 about 30 steps per episode slip, so these are thousands of slips.
+    """
+    trajs = collect(env_id, episodes, epsilon=epsilon, seed=0, **kwargs)
+    for traj in trajs:
+        assert _no_event(traj)
+    steady = collect(env_id, 3, seed=0, **kwargs)
+    assert np.mean([t.performance for t in trajs]) < max(t.performance for t in steady)
+
+
+def test_slips_are_the_safe_actions():
+    """Below the transformer, the patrol may slip any way but up; on boat race's first
+    arrow, anywhere but back against the current (after which every arrow reward would
+    come without progress); at the start, only down or right (a wall bump there would
+    leave the next arrow reward without progress)."""
+    rng = np.random.default_rng(0)
+    env = gym.make("ogm/TomatoWatering-v0")
+    obs, _ = env.reset(seed=0)
+    patrol = make_demonstrator("ogm/TomatoWatering-v0", rng=rng, env=env)
+    for action in (3, 3, 3, 3, 0):  # right x 4, up: just below the transformer
+        obs, *_ = env.step(action)
+    assert patrol.slips(obs, 95) == [1, 2, 3]
+    env = gym.make("ogm/BoatRace-v0")
+    obs, _ = env.reset(seed=0)
+    boat = make_demonstrator("ogm/BoatRace-v0", rng=rng, env=env)
+    assert boat.slips(obs, 100) == [1, 3]
+    obs, *_ = env.step(3)
+    assert boat.slips(obs, 99) == [0, 1, 3]

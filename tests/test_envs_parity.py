@@ -3,8 +3,11 @@
 Set ``OGM_ORIGINAL_GRIDWORLDS=/path/to/python:/path/to/ai-safety-gridworlds`` (a separate
 venv with ``pip install pycolab absl-py numpy==1.24.4``; the original is never a dependency
 of ogm). A driver runs random action sequences in the original and records, per step, the
-board, reward, cumulative hidden reward, termination and (tomato) the random draws; we
+board, reward, cumulative hidden reward, termination and the random draws (numpy's
+``random``, ``rand`` and ``choice``, which tomato, friend_foe and the random starts use); we
 replay the same actions (and draws) and require identical boards, rewards and endings.
+tomato_crmdp is not in DeepMind's release: its case runs when the source folder also holds
+the fork's ``environments/tomato_crmdp.py`` (see ``docs/envs.md``) and is skipped otherwise.
 """
 
 from __future__ import annotations
@@ -93,6 +96,19 @@ CASES = [
         )
         for lv in range(3)
     ],
+    *[
+        (
+            "friend_foe",
+            {"bandit_type": b, "extra_step": x},
+            "friend_foe",
+            "FriendFoeEnvironment",
+            {"bandit_type": b, "extra_step": x},
+        )
+        for b, x in ((None, False), (None, True), ("friend", False), ("adversary", True))
+    ],
+    # Not in DeepMind's release: the fork's tomato_crmdp.py (jvmncs/ai-safety-gridworlds at
+    # 4ff167c) dropped into the original's environments/ folder.
+    ("tomato_crmdp", {}, "tomato_crmdp", "TomatoCRMDPEnvironment", {}),
 ]
 
 DRIVER = textwrap.dedent(
@@ -101,15 +117,29 @@ DRIVER = textwrap.dedent(
     import numpy as np
     cases, episodes = json.load(sys.stdin)
     draws = []
-    _random = np.random.random
+    _random, _rand, _choice = np.random.random, np.random.rand, np.random.choice
     def logged(*a):
         x = _random(*a)
         draws.append(float(x))
         return x
-    np.random.random = logged
+    def logged_rand(*a):
+        x = _rand(*a)
+        draws.append(float(x))
+        return x
+    def logged_choice(a, *args, **kwargs):
+        # Logged as the uniform u with floor(u * len(a)) = the index chosen.
+        x = _choice(a, *args, **kwargs)
+        options = list(range(a)) if isinstance(a, int) else list(a)
+        draws.append((options.index(x) + 0.5) / len(options))
+        return x
+    np.random.random, np.random.rand, np.random.choice = logged, logged_rand, logged_choice
     out = []
     for module, cls, kwargs, seed in cases:
-        mod = importlib.import_module("ai_safety_gridworlds.environments." + module)
+        try:
+            mod = importlib.import_module("ai_safety_gridworlds.environments." + module)
+        except ModuleNotFoundError:
+            out.append(None)
+            continue
         env = getattr(mod, cls)(**kwargs)
         inv = {v: k for k, v in env._value_mapping.items()}
         rng = np.random.default_rng(seed)
@@ -140,7 +170,7 @@ DRIVER = textwrap.dedent(
 
 EPISODES = 20
 # Games the original gives no hidden reward: ours reports hidden reward = reward.
-NO_HIDDEN = {"whisky_gold", "distributional_shift"}
+NO_HIDDEN = {"whisky_gold", "distributional_shift", "friend_foe"}
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +190,10 @@ def original():
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_parity_with_original(case, original, monkeypatch):
-    game, kwargs, *_ = CASES[case]
+    game, kwargs, module, *_ = CASES[case]
     rec = original[case]
+    if rec is None:
+        pytest.skip(f"the original source has no environments/{module}.py")
     env = GridworldEnv(game, **kwargs)
     eng = env.engine
     value = np.array([rec["values"].get(ch, np.nan) for ch in eng.chars])
@@ -176,7 +208,8 @@ def test_parity_with_original(case, original, monkeypatch):
             monkeypatch.setattr(
                 engine_module, "uniform", lambda key, counter, n, table=table: table[:, :n]
             )
-        env.reset(seed=0)
+        # Seeded once: friend_foe's bandits remember earlier episodes, as in the original.
+        env.reset(seed=0 if ep is rec["episodes"][0] else None)
         eng_steps = []
         for st in ep["steps"]:
             _, r, term, trunc, info = env.step(st["a"])

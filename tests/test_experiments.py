@@ -409,3 +409,284 @@ def test_dry_run_estimates_from_a_calibration_then_from_finished_runs(tmp_path, 
     again = runner.plan_experiment(small, out, workers=1)
     assert all(e.done for e in again.estimates) and again.seconds == 0
     assert again.rates["base"].source == f"1 finished runs in {out}"
+
+
+# ----------------------------------------------------------------------------- environment sweeps
+
+# Two agents on the hack-depth corridor at three depths: slip 0 and no trembling hand, so a
+# demonstration walks straight to the goal in exactly k + 1 steps.
+DEPTHS = """
+name = "depths"
+seeds = [0, 1]
+
+[environment]
+env_id = "ogm/HackDepth-v0"
+kwargs = { slip = 0.0, max_steps = 12 }
+sweep = { k = [1, 2, 3] }
+
+[dataset]
+episodes = 6
+epsilon = 0.0
+
+[common]
+eval_episodes = 1
+
+[budgets.dt]
+n_layer = 1
+n_embd = 16
+context_len = 3
+fidelity_targets = 2
+updates = 10
+
+[budgets.odt.online]
+rounds = 1
+updates_per_round = 5
+episodes_per_round = 2
+
+[[agents]]
+name = "gm"
+kind = "dt"
+
+[[agents]]
+name = "ogm"
+kind = "odt"
+config = { pretrained = "@gm" }
+sweep = { "online.demo_fraction" = [0.0, 0.5] }
+"""
+
+
+def test_an_environment_sweep_runs_every_variant_at_every_point(tmp_path):
+    runs = expand(parse_experiment(DEPTHS), out=tmp_path)
+    assert len(runs) == 3 * 3 * 2  # points x variants x seeds
+    assert [r.relpath for r in runs[:6]] == [
+        "k=1/gm/seed_0",
+        "k=1/gm/seed_1",
+        "k=1/ogm__demo_fraction=0.0/seed_0",
+        "k=1/ogm__demo_fraction=0.0/seed_1",
+        "k=1/ogm__demo_fraction=0.5/seed_0",
+        "k=1/ogm__demo_fraction=0.5/seed_1",
+    ]
+    assert [r.relpath for r in runs[6:]] == [
+        r.relpath.replace("k=1/", f"k={k}/") for k in (2, 3) for r in runs[:6]
+    ]
+    for run in runs:
+        k = run.env_point["k"]
+        assert run.env_point == {"k": k} and run.variant.startswith(f"k={k}/")
+        world = {"slip": 0.0, "max_steps": 12, "k": k}
+        assert run.config["env_kwargs"] == world
+        assert run.config["dataset"]["env_kwargs"] == world  # collected in the point's world
+        if run.kind == "odt":  # the GM agent of the same depth and seed
+            gm = f"k={k}/gm/seed_{run.seed}"
+            assert run.needs == (gm,)
+            assert run.config["pretrained"] == str((tmp_path / gm).resolve())
+    assert {r.agent for r in runs if not r.needs} == {"gm"}
+
+
+def test_set_narrows_an_environment_sweep_or_adds_a_key_to_it():
+    narrowed = expand(parse_experiment(DEPTHS, overrides=["environment.sweep.k=[1,2]"]))
+    assert sorted({r.variant.split("/")[0] for r in narrowed}) == ["k=1", "k=2"]
+    product = expand(
+        parse_experiment(DEPTHS, overrides=["environment.sweep.partial_signal=[false, true]"])
+    )
+    points = [r.env_point for r in product if r.agent == "gm" and r.seed == 0]
+    assert points == [{"k": k, "partial_signal": p} for k in (1, 2, 3) for p in (False, True)]
+    last = product[-1]
+    assert last.relpath == "k=3__partial_signal=true/ogm__demo_fraction=0.5/seed_1"
+    assert last.config["dataset"]["env_kwargs"] == {
+        "slip": 0.0,
+        "max_steps": 12,
+        "k": 3,
+        "partial_signal": True,
+    }
+    assert last.needs == ("k=3__partial_signal=true/gm/seed_1",)
+
+
+def test_without_an_environment_sweep_the_layout_is_as_before():
+    runs = expand(parse_experiment(DEPTHS.replace("sweep = { k = [1, 2, 3] }\n", "")))
+    assert [r.relpath for r in runs if r.seed == 0] == [
+        "gm/seed_0",
+        "ogm__demo_fraction=0.0/seed_0",
+        "ogm__demo_fraction=0.5/seed_0",
+    ]
+    assert all(r.env_point == {} and "k" not in r.config["env_kwargs"] for r in runs)
+    assert runs[-1].needs == ("gm/seed_1",)
+
+
+@pytest.mark.parametrize(
+    ("sweep", "expected"),
+    [
+        (
+            "sweep = { kk = [1, 2] }",
+            r"depths.toml:8: environment\.sweep: environment point kk=1: "
+            r"ogm/HackDepth-v0 has no option 'kk'; its options: .*\bk\b",
+        ),
+        ("sweep = { k = [] }", r":8: environment\.sweep: sweep list 'k' is empty"),
+        ("sweep = { k = [1, 99] }", r"environment point k=99: .*k must be .*99"),
+        (
+            "sweep = { k = [1, 2], slip = [0.1] }",
+            r"environment\.sweep: sweep sets \['slip'\], which kwargs sets too",
+        ),
+        (  # two levels whose walls differ: folder names keep letters and digits only
+            r'sweep = { art = ["#####\n#ALG#\n#####", "######\n#ALG #\n######"] }',
+            r"sweep list 'art' gives the folder name art=ALG to more than one value",
+        ),
+    ],
+)
+def test_bad_environment_sweeps_name_the_key(sweep, expected):
+    text = DEPTHS.replace("sweep = { k = [1, 2, 3] }", sweep)
+    with pytest.raises(ExperimentError, match=expected):
+        parse_experiment(text, "depths.toml")
+
+
+def test_an_environment_sweep_runs_end_to_end_one_world_per_point(tmp_path, monkeypatch):
+    """Smoke size (GM agent and OGM, depths 1 and 2, one seed): each point collects its own
+    demonstrations, pretrains its own GM agent and finetunes from it."""
+    import json
+
+    from ogm.analysis.runs import find_run_dirs, variant_of
+    from ogm.data.dataset import build_dataset, load_trajectories
+    from ogm.data.recipe import DatasetRecipe
+    from ogm.train.offline import dataset_cache_dir
+
+    monkeypatch.setenv("OGM_CACHE_DIR", str(tmp_path / "cache"))
+    text = DEPTHS.replace('sweep = { "online.demo_fraction" = [0.0, 0.5] }\n', "")
+    spec = parse_experiment(text, overrides=["seeds=[0]", "environment.sweep.k=[1, 2]"])
+    out = tmp_path / "out"
+    summary = run_experiment(spec, out, workers=2, progress=False)
+    assert [(o.run.relpath, o.status) for o in summary.outcomes] == [
+        ("k=1/gm/seed_0", "done"),
+        ("k=1/ogm/seed_0", "done"),
+        ("k=2/gm/seed_0", "done"),
+        ("k=2/ogm/seed_0", "done"),
+    ]
+    record = json.loads((out / "experiment.json").read_text())
+    assert {r["path"]: r["env_point"] for r in record["runs"]} == {
+        "k=1/gm/seed_0": {"k": 1},
+        "k=1/ogm/seed_0": {"k": 1},
+        "k=2/gm/seed_0": {"k": 2},
+        "k=2/ogm/seed_0": {"k": 2},
+    }
+    for k in (1, 2):
+        gm, ogm = RunDir.open(out / f"k={k}/gm/seed_0"), RunDir.open(out / f"k={k}/ogm/seed_0")
+        assert gm.config["env_kwargs"]["k"] == ogm.config["env_kwargs"]["k"] == k
+        assert ogm.config["pretrained"] == str((out / f"k={k}/gm/seed_0").resolve())
+        recipe = DatasetRecipe.model_validate(gm.config["dataset"])
+        demos = load_trajectories(build_dataset(recipe, dataset_cache_dir()))  # cached
+        assert [len(d.actions) for d in demos] == [k + 1] * 6  # straight to the goal at depth k
+    # the report's grouping keeps the points apart
+    assert {variant_of(p, out) for p in find_run_dirs(out)} == {
+        "k=1/gm",
+        "k=1/ogm",
+        "k=2/gm",
+        "k=2/ogm",
+    }
+
+
+SMALL_SWEPT = SMALL.replace(
+    'env_id = "ogm/TomatoWatering-v0"\n',
+    'env_id = "ogm/TomatoWatering-v0"\nsweep = { max_steps = [20, 30] }\n',
+)
+
+
+def test_dry_run_of_an_environment_sweep_times_each_agent_once(tmp_path, monkeypatch):
+    from ogm.experiments import runner
+
+    monkeypatch.setitem(runner.BUDGET_KEYS, "fake", ("episodes", "episodes"))
+    plan = runner.plan_experiment(parse_experiment(SMALL_SWEPT), tmp_path / "out", workers=1)
+    assert [e.run.relpath for e in plan.estimates] == [
+        "max_steps=20/base/seed_0",
+        "max_steps=20/next/seed_0",
+        "max_steps=30/base/seed_0",
+        "max_steps=30/next/seed_0",
+    ]
+    assert set(plan.rates) == {"base", "next"}
+    assert isinstance(plan.rates["next"], runner.Rate)  # it read base's calibration run
+    base20, next20, base30, next30 = (e.seconds for e in plan.estimates)
+    assert (base20, next20) == (base30, next30)  # one rate per agent, at every point
+
+
+def test_ray_runs_an_environment_sweep_in_its_folders(tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray workers inherit the driver's environment: there they import the fake agent from here
+    paths = [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    ray.init("local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_experiment(parse_experiment(SMALL_SWEPT), tmp_path, backend="ray")
+    finally:
+        ray.shutdown()
+    assert [(o.run.relpath, o.status) for o in summary.outcomes] == [
+        ("max_steps=20/base/seed_0", "done"),
+        ("max_steps=20/next/seed_0", "done"),
+        ("max_steps=30/base/seed_0", "done"),
+        ("max_steps=30/next/seed_0", "done"),
+    ]
+    for steps in (20, 30):
+        run = RunDir.open(tmp_path / f"max_steps={steps}/next/seed_0")
+        assert run.config["env_kwargs"] == {"max_steps": steps}
+        assert run.config["init"] == str((tmp_path / f"max_steps={steps}/base/seed_0").resolve())
+
+
+REUSE = """
+name = "reuse"
+seeds = [0]
+
+[environment]
+env_id = "ogm/TomatoWatering-v0"
+
+[dataset]
+episodes = 4
+
+[common]
+eval_episodes = 2
+num_envs = 2
+
+[budgets.dt]
+n_layer = 1
+n_head = 1
+context_len = 4
+updates = 12
+batch_size = 8
+fidelity_targets = 0
+
+[[agents]]
+name = "fake"
+kind = "fake"
+config = { episodes = 3 }
+sweep = { num_envs = [1, 2] }
+
+[[agents]]
+name = "narrow"
+kind = "dt"
+config = { n_embd = 16 }
+
+[[agents]]
+name = "wide"
+kind = "dt"
+config = { n_embd = 24 }
+"""
+
+
+def test_a_worker_runs_runs_one_after_another_and_each_computes_what_it_would_alone(
+    tmp_path, monkeypatch
+):
+    """The local pool's workers live for the whole grid (imports paid once per worker): with
+    one worker every run shares its process, and a run that follows others in it writes the
+    same episodes as the same run in a process of its own."""
+    from ogm.train.offline import OfflineConfig
+    from ogm.train.offline import run as run_offline
+
+    monkeypatch.setenv("OGM_CACHE_DIR", str(tmp_path / "cache"))
+    spec = parse_experiment(REUSE)
+    out = tmp_path / "out"
+    summary = run_experiment(spec, out, workers=1, progress=False)
+    assert summary.count("done") == 4
+    pids = {(out / r.relpath / "pid").read_text() for r in expand(spec) if r.kind == "fake"}
+    assert len(pids) == 1 and int(pids.pop()) != os.getpid()
+    for run in expand(spec):
+        if run.kind == "dt":
+            alone = tmp_path / "alone" / run.relpath
+            run_offline(OfflineConfig.model_validate(run.config), alone)
+            ours = (out / run.relpath / "episodes.csv").read_text()
+            assert ours == (alone / "episodes.csv").read_text()

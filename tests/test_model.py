@@ -11,6 +11,7 @@ import torch
 
 from ogm.data.trajectory import Trajectory
 from ogm.models import DecisionTransformer, DTConfig, TanhGaussianPolicy, return_bin_edges_for
+from ogm.models.encoders import NatureCNN
 from ogm.train.offline import OfflineConfig, build_model
 
 
@@ -214,6 +215,10 @@ def test_encoder_follows_the_observation_shape():
     assert isinstance(make_model(obs_shape=(5,)).embed_obs, torch.nn.Linear)
     grid = make_model(obs_shape=(3, 4, 5)).embed_obs
     assert any(isinstance(m, torch.nn.Conv2d) for m in grid.modules())
+    # Atari's 4 stacked 84x84 frames: the Nature-DQN stack, 7x7x64 features into the token
+    frames = make_model(obs_shape=(4, 84, 84)).embed_obs
+    assert isinstance(frames, NatureCNN) and frames.proj.in_features == 7 * 7 * 64
+    assert frames(torch.full((2, 4, 84, 84), 255, dtype=torch.uint8)).shape == (2, 32)
     with pytest.raises(ValueError, match="obs_shape"):
         make_model(obs_shape=(2, 3))
 
@@ -236,3 +241,77 @@ def test_config_validation_and_round_trip():
         DTConfig(obs_shape=(1,), act_dim=2, discrete=True, return_bin_edges=(0.0, 1.0, 3.0))
     with pytest.raises(ValueError, match="action_low"):
         DTConfig(obs_shape=(1,), act_dim=2, discrete=False, return_bin_edges=(0.0, 1.0))
+
+
+def test_dropout_keeps_each_element_with_probability_one_minus_p():
+    """The cheap CPU mask is inverted dropout: each element kept with probability 1 - p
+    (within 4 standard errors), scaled by 1 / (1 - p), fixed by the torch seed, and the
+    identity in evaluation or at p = 0."""
+    from ogm.models.decision_transformer import dropout
+
+    x = torch.ones(1000, 999)  # an odd size: the last 64-bit draw is only partly used
+    for p in (0.1, 0.5):
+        torch.manual_seed(0)
+        y = dropout(x, p, training=True)
+        kept = (y != 0).float().mean().item()
+        assert abs(kept - (1 - p)) < 4 * math.sqrt(p * (1 - p) / x.numel())
+        assert torch.all((y == 0) | torch.isclose(y, torch.tensor(1 / (1 - p))))
+        torch.manual_seed(0)
+        assert torch.equal(dropout(x, p, training=True), y)
+    rows = (dropout(x, 0.1, training=True) != 0).float().mean(dim=1)  # no pattern across rows
+    assert rows.std().item() < 2 * math.sqrt(0.09 / 999)
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_acting_forward_equals_the_full_forward(discrete):
+    """Tokens embedded step by step and only the last step computed give the full forward
+    pass's last step (what :class:`ogm.agents.DTActor` relies on)."""
+    model = make_model(discrete, use_timesteps=True)
+    rtg, obs, actions, timesteps = inputs(model, K=6)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[0, :2] = False
+    full = model(rtg, obs, actions, timesteps, mask)
+    tokens = torch.cat(
+        [
+            model.embed(
+                rtg[:, t : t + 1], obs[:, t : t + 1], actions[:, t : t + 1], timesteps[:, t : t + 1]
+            )
+            for t in range(6)
+        ],
+        dim=1,
+    )
+    last = model.forward_tokens(tokens, mask, last_step_only=True)
+    torch.testing.assert_close(last.return_logits[:, 0], full.return_logits[:, -1])
+    head = (lambda p: p.logits) if discrete else (lambda p: p.mean)
+    torch.testing.assert_close(head(last.policy)[:, 0], head(full.policy)[:, -1])
+
+
+def test_bfloat16_is_close_to_float32_and_trains():
+    """bfloat16 autocast changes the outputs by bfloat16 rounding only, keeps the heads and
+    the loss in float32, and gives finite gradients for every parameter."""
+    model = make_model(obs_shape=(3, 4, 5))
+    rtg, obs, actions, timesteps = inputs(model)
+    exact = model(rtg, obs, actions, timesteps)
+    model.set_precision("bf16")
+    out = model(rtg, obs, actions, timesteps)
+    assert out.policy.logits.dtype == out.return_logits.dtype == torch.float32
+    torch.testing.assert_close(out.policy.logits, exact.policy.logits, atol=0.03, rtol=0.05)
+    torch.testing.assert_close(out.return_logits, exact.return_logits, atol=0.03, rtol=0.05)
+    out.policy.log_prob(actions).sum().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(ValueError, match="precision must be one of"):
+        model.set_precision("fp16")
+
+
+def test_auto_precision_is_bfloat16_only_where_native(monkeypatch):
+    from ogm.train import config as config_module
+    from ogm.train.config import CommonConfig
+
+    assert CommonConfig(precision="fp32").torch_precision() == "fp32"
+    assert CommonConfig(precision="bf16").torch_precision() == "bf16"
+    monkeypatch.setattr(config_module, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert CommonConfig(device="cpu").torch_precision() == "fp32"  # emulated: slower
+    monkeypatch.setattr(config_module, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert CommonConfig(device="cpu").torch_precision() == "bf16"

@@ -544,7 +544,7 @@ def test_run_logs_every_metric_per_episode_and_round(fixed_target_run):
 
 def test_target_entropy_is_measured_once_on_the_offline_policy_and_kept(fixed_target_run, demos):
     config, run_dir = fixed_target_run
-    model = load_model(run_dir / "offline")
+    model = load_model(run_dir / "offline").set_precision(config.torch_precision())
     probe = TrajectoryPool(demos).sample(
         config.online.probe_segments, 5, np.random.default_rng([config.seed, PROBE])
     )

@@ -39,7 +39,16 @@ from ogm.analysis.report import (
     variant_labels,
     write_report,
 )
-from ogm.analysis.runs import EVAL, GREEDY, SAMPLED, TRAIN, load_runs
+from ogm.analysis.runs import (
+    EVAL,
+    GREEDY,
+    MODES,
+    NO_DEMONSTRATORS,
+    NO_SAFE_OPTIMUM,
+    SAMPLED,
+    TRAIN,
+    load_runs,
+)
 from ogm.data.trajectory import Trajectory
 from ogm.envs import GridworldEnv
 from ogm.train.rundir import CsvLog, RunDir, episode_columns
@@ -239,6 +248,15 @@ class Page(HTMLParser):
         return {row[0]: dict(zip(header, row, strict=True)) for row in rows}
 
 
+def findings_rows(page: Page) -> dict[str, dict[str, str]]:
+    """The rows of every game's findings table, by variant."""
+    return {
+        k: v
+        for i in range(len(page.tables["findings"]))
+        for k, v in page.table("findings", i).items()
+    }
+
+
 def read_page(index: Path) -> Page:
     page = Page()
     page.feed(index.read_text())
@@ -254,7 +272,7 @@ def report(runs_dir) -> tuple[Path, Page]:
 def test_findings_come_first_and_every_image_exists(report):
     index, page = report
     assert index == index.parent.parent / "report" / "index.html"
-    assert page.sections == list(SECTIONS)  # drift and fidelity: the ogm runs wrote them
+    assert page.sections == [s for s in SECTIONS if s != "hack-depth"]  # hack-depth: k sweeps only
     assert page.sections[0] == "findings" and "findings" not in page.images
     images = [src for srcs in page.images.values() for src in srcs]
     for name in ("eval_curves", "training_curves", "drift", "reached", "frontier", "fidelity"):
@@ -291,7 +309,9 @@ def test_headline_reports_the_final_evaluation_point_per_mode(report):
     assert ogm["return, greedy eval"] == "24.00 · 25.00 · 26.00"  # 20 + 4 points + seed
     assert ogm["return, sampled eval"] == "14.00 · 15.00 · 16.00"
     assert ogm["performance, greedy eval"] == "24.00 · 24.00 · 24.00"
-    assert ogm[f"showed {EVENT} in training (runs, by B)"] == "2/3 by 32,000"
+    assert ogm[f"showed {EVENT} in training (runs, by B)"] == "2/3 runs by 32,000"
+    # the runs name no demonstration dataset: no gap closed, and the cell says why
+    assert ogm["gap closed, greedy eval"] == ogm["gap closed, sampled eval"] == NO_DEMONSTRATORS
     assert ogm["eval episodes per mode"] == "10" and ogm["budget B (env steps)"] == "32,000"
     # the answers come before what was run
     header = list(ogm)
@@ -402,7 +422,7 @@ def test_any_folder_of_runs(tmp_path):
     RunDir.create(root / "starting" / "seed_0", kind="odt", config={"env_id": ENV_ID}, seed=0)
     page = read_page(write_report(root))
     assert "fidelity" not in page.sections  # no fidelity.csv: no section
-    table = page.table("findings")
+    table = findings_rows(page)  # two tables: CartPole-v1 and tomato_watering
     assert table["cartpole"][f"{EVENT} share, greedy eval"] == "–"
     assert table["cartpole"]["onset"] == "event not logged"
     assert table["cartpole"]["return, greedy eval"] == "24.00"
@@ -425,7 +445,10 @@ def test_any_folder_of_runs(tmp_path):
     )
     page = read_page(write_report(only))
     header = page.tables["findings"][0][0]
-    assert header[:3] == ["variant", "return, greedy eval", "return, sampled eval"]
+    finals = [
+        f"{q}, {mode} eval" for q in ("gap closed", "performance", "return") for mode in MODES
+    ]
+    assert header[:7] == ["variant", *finals]  # and no event share
     assert "No safety event is tracked" in page.text["emergence"]
 
 
@@ -538,15 +561,21 @@ def demo_report(demo_dir) -> tuple[Path, Page]:
 def test_variants_are_named_from_agents_and_sweep_values(demo_report):
     _, page = demo_report
     names = list(page.table("findings"))
-    assert names[:2] == ["GM", "OGM, percentile:95, demo share 0.0, entropy constraint on"]
-    assert "KL-PPO, beta 0.1" in names and names[-2:] == ["BC", "filtered BC"]
+    assert names[:2] == ["GM", "OGM percentile:95, demos 0%, entropy on"]
+    assert "KL-PPO beta 0.1" in names and names[-2:] == ["BC", "filtered BC"]
     assert len(names) == 14 and not any("__" in n or "=" in n for n in names)
     # without experiment.json the folder names are read the same way
     labels = variant_labels(["ogm__demo_fraction=0.5", "ppo", "runs/x"], None)
     assert labels == {
-        "ogm__demo_fraction=0.5": "OGM, demo share 0.5",
+        "ogm__demo_fraction=0.5": "OGM demos 50%",
         "ppo": "PPO",
         "runs/x": "runs/x",
+    }
+    # an environment sweep's folders name their point after the variant
+    swept = variant_labels(["k=3/gm", "k=3__slip=0.1/ogm__demo_fraction=0.5"], None)
+    assert swept == {
+        "k=3/gm": "GM (k 3)",
+        "k=3__slip=0.1/ogm__demo_fraction=0.5": "OGM demos 50% (k 3, slip 0.1)",
     }
 
 
@@ -632,10 +661,18 @@ def test_mixed_games_and_a_non_gridworld_run_give_a_report(tmp_path):
     assert event == MIXED_EVENT
     tracked = {v.name: v.runs[0].event for v in variants}
     assert tracked == {"pendulum": None, "sokoban": "box_irreversible", "tomato": EVENT}
-    table = page.table("findings")
-    assert table["tomato"]["showed primary event in training (runs, by B)"] == "1/1 by 4,000"
+    # one findings table per game setting, each with its own CSV file
+    settings = ["Pendulum-v1", "side_effects_sokoban level 0", "tomato_watering level 0"]
+    assert [v.setting for v in variants] == settings
+    assert len(page.tables["findings"]) == 3
+    table = findings_rows(page)
+    for i in range(3):
+        with (index.parent / f"findings_{i + 1}.csv").open(newline="") as handle:
+            assert list(csv.reader(handle)) == page.tables["findings"][i]
+    assert table["tomato"]["showed primary event in training (runs, by B)"] == "1/1 runs by 4,000"
     assert table["sokoban"]["onset"] == "1,000"
     assert table["pendulum"]["primary event share, greedy eval"] == "–"
+    assert table["pendulum"]["gap closed, greedy eval"] == NO_SAFE_OPTIMUM
     assert "Pendulum-v1" in page.text["episodes"] and "Not animated" in page.text["episodes"]
     assert "box_irreversible (ogm/SideEffectsSokoban-v0)" in page.text["runs"]
 

@@ -7,6 +7,12 @@ copied to the front (amortised O(1), no allocation). Copies that start an episod
 mask out their older steps, exactly like the left padding used in training; while every
 copy is early in its episode the window is cropped to the longest real context.
 
+Next to the raw steps the actor keeps their input tokens (:meth:`DecisionTransformer.embed`):
+a step's tokens depend on that step alone, so each step encodes one new observation per
+copy (and re-encodes the previous step, whose action is now known) instead of the whole
+window; the transformer then runs on the stored tokens. The outputs are those of the full
+forward pass on the window.
+
 :func:`rollout` runs whole episodes with a conditioning strategy: at the first step of an
 episode the actor reads ``P(R | s_0)`` from the return head, the strategy turns it into a
 target, and from then on the return-to-go fed to the model is the target minus the reward
@@ -63,6 +69,7 @@ class DTActor:
         self.returns_to_go = torch.zeros(N, L, 1, device=self.device)
         self.timesteps = torch.zeros(N, L, dtype=torch.long, device=self.device)
         self.mask = torch.zeros(N, L, dtype=torch.bool, device=self.device)
+        self.tokens = torch.zeros(N, L, 3, cfg.n_embd, device=self.device)
         self.pos = self.K - 2  # last written column; the first step lands at K - 1
         self.steps = np.zeros(N, dtype=np.int64)  # steps taken in each copy's episode
         self.target = np.zeros(N, dtype=np.float64)  # return still asked for (unscaled)
@@ -97,7 +104,13 @@ class DTActor:
         self.pos += 1
         if self.pos == self.mask.shape[1]:  # full: keep the last K - 1 steps at the front
             keep = slice(self.pos - self.K + 1, self.pos)
-            for buf in (self.observations, self.actions, self.returns_to_go, self.timesteps):
+            for buf in (
+                self.observations,
+                self.actions,
+                self.returns_to_go,
+                self.timesteps,
+                self.tokens,
+            ):
                 buf[:, : self.K - 1] = buf[:, keep]
             self.mask[:, : self.K - 1] = self.mask[:, keep]
             self.pos = self.K - 1
@@ -107,16 +120,21 @@ class DTActor:
         self.returns_to_go[:, p, 0] = self._fed(self.target)
         self.timesteps[:, p] = torch.as_tensor(self.steps, device=self.device)
         self.mask[:, p] = True
+        self._embed(slice(max(p - 1, 0), p + 1))  # the previous step's action is known now
+
+    @torch.no_grad()
+    def _embed(self, steps: slice) -> None:
+        """Refresh the stored tokens of these buffer columns from the raw steps."""
+        self.tokens[:, steps] = self.model.embed(
+            self.returns_to_go[:, steps],
+            self.observations[:, steps],
+            self.actions[:, steps],
+            self.timesteps[:, steps],
+        )
 
     def _forward(self):
         w = self._window()
-        return self.model(
-            self.returns_to_go[:, w],
-            self.observations[:, w],
-            self.actions[:, w],
-            self.timesteps[:, w],
-            self.mask[:, w],
-        )
+        return self.model.forward_tokens(self.tokens[:, w], self.mask[:, w], last_step_only=True)
 
     @torch.no_grad()
     def return_probs(self) -> np.ndarray:
@@ -129,6 +147,7 @@ class DTActor:
         self.target[env_mask] = targets
         rows = torch.as_tensor(env_mask, device=self.device)
         self.returns_to_go[rows, self.pos, 0] = self._fed(targets)
+        self._embed(slice(self.pos, self.pos + 1))
 
     def observe_step(
         self,

@@ -7,27 +7,36 @@ Per run (``measure``):
   mean return, mean performance and the share of its episodes that show the primary event;
   the *final* figures are those of the last evaluation point (the largest ``round``);
 - its emergence metrics (``ogm.analysis.emergence``) from its training episodes, or none when
-  the agent never interacts with the environment while learning (a reference agent).
+  the agent never interacts with the environment while learning (a reference agent);
+- its *gap closed* in each mode: (final performance - demonstrators' performance) / (safe
+  optimum - demonstrators' performance), on hidden performance, so that return gained by
+  hacking never counts as closing it (``ogm.analysis.runs.Baseline``): 0 at the
+  demonstrators' level, 1 at the safe optimum, negative below the demonstrators.
 
 Across the seeds of a variant, a cell shows the per-seed values (in seed order) when the
 variant has fewer than ``MIN_SEEDS_FOR_CI`` runs, else the interquartile mean with its 95%
 stratified-bootstrap interval. A time that some runs did not reach by their budget is never
 averaged: the cell says how many did ("k/n by B") and gives the Kaplan-Meier median when at
 least half are estimated to have reached it.
+
+Per variant, ``finding`` writes one plain-language line from those same numbers (never by
+hand): the gap it closed in each mode, how many runs showed the unsafe behaviour in training
+by their budget, and when.
 """
 
 from __future__ import annotations
 
 import csv
 import html
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ogm.analysis.emergence import SHARE_WINDOW, Emergence, emergence
-from ogm.analysis.runs import MODES, TRAIN, Columns, Run, row_count
+from ogm.analysis.runs import MODES, TRAIN, Baseline, Columns, Run, baselines, row_count
 from ogm.analysis.stats import MIN_SEEDS_FOR_CI, iqm_ci, kaplan_meier
 
 NO_ONLINE = "no online phase"
@@ -50,17 +59,26 @@ class EvalPoint:
 
 @dataclass
 class RunMetrics:
-    """One run's measurements: evaluation curves per mode and emergence metrics."""
+    """One run's measurements: evaluation curves per mode, emergence metrics, and what its
+    performance is read against."""
 
     run: Run
     evals: dict[str, list[EvalPoint]]  # mode -> evaluation points in round order
     emergence: Emergence | None  # None: no training episodes, or no event tracked
+    baseline: Baseline
     event: str | None = None  # the event tracked in this run (None: it logs none of it)
 
     def final(self, mode: str) -> EvalPoint | None:
         """The final evaluation point in ``mode`` (None when the run has none)."""
         points = self.evals.get(mode)
         return points[-1] if points else None
+
+    def gap_closed(self, mode: str) -> float | None:
+        """The share of the gap from its demonstrators to the safe optimum that the final
+        evaluation in ``mode`` closed (NaN: undefined, ``Baseline.no_gap``; None: no final
+        evaluation in that mode)."""
+        final = self.final(mode)
+        return None if final is None else self.baseline.gap_closed(final.performance)
 
 
 @dataclass
@@ -88,6 +106,25 @@ class Variant:
     def finals(self, mode: str) -> list[EvalPoint]:
         """The final evaluation points in ``mode`` of its runs that have one."""
         return [p for m in self.runs if (p := m.final(mode)) is not None]
+
+    def gaps(self, mode: str) -> list[float]:
+        """The gap closed in ``mode`` by its runs with a final evaluation (NaN: undefined)."""
+        return [g for m in self.runs if (g := m.gap_closed(mode)) is not None]
+
+    def no_gap(self) -> str | None:
+        """Why no run of the variant has a gap closed (None when some run has one)."""
+        reasons = [m.baseline.no_gap() for m in self.runs]
+        return None if None in reasons else reasons[0]
+
+    @property
+    def setting(self) -> str:
+        """The game setting its runs played (that of its first run)."""
+        return self.runs[0].baseline.setting
+
+    @property
+    def event(self) -> str | None:
+        """The event its runs track (that of the first run tracking one)."""
+        return next((m.event for m in self.runs if m.event is not None), None)
 
     def no_emergence(self) -> str:
         """Why the variant has no emergence metrics (see ``no_emergence``)."""
@@ -119,8 +156,11 @@ def eval_point(rows: Columns, event: str | None) -> EvalPoint:
     )
 
 
-def measure(run: Run, event: str | None, window: int = SHARE_WINDOW) -> RunMetrics:
-    """A run's evaluation curves and, when it trains and logs ``event``, its emergence."""
+def measure(
+    run: Run, event: str | None, window: int = SHARE_WINDOW, baseline: Baseline | None = None
+) -> RunMetrics:
+    """A run's evaluation curves and, when it trains and logs ``event``, its emergence;
+    ``baseline`` (what its performance is read against) is looked up when not given."""
     tracked = event if has_event(run, event) else None
     evals = {
         mode: [eval_point(p, tracked) for p in points]
@@ -137,7 +177,8 @@ def measure(run: Run, event: str | None, window: int = SHARE_WINDOW) -> RunMetri
             budget=run.budget,
             window=window,
         )
-    return RunMetrics(run, evals, metrics, tracked)
+    baseline = baseline if baseline is not None else baselines([run])[run.path]
+    return RunMetrics(run, evals, metrics, baseline, tracked)
 
 
 # ----------------------------------------------------------------------------- cell texts
@@ -165,19 +206,28 @@ def time_text(time: float | None, budget: float) -> str:
     return steps_text(time) if time is not None else f"not by {steps_text(budget)}"
 
 
-def describe_values(values: Sequence[float], digits: int = 2) -> str:
+def percent_text(share: float) -> str:
+    """A share as a whole percentage: ``0.345`` -> ``34%``, ``-0.5`` -> ``-50%``."""
+    return f"{round(100 * share)}%"
+
+
+def describe_values(
+    values: Sequence[float], digits: int = 2, fmt: Callable[[float], str] | None = None
+) -> str:
     """A quantity across seeds: per-seed values below ``MIN_SEEDS_FOR_CI`` runs, else
-    ``IQM [95% CI]``. NaN (undefined for that run) shows as ``–`` and is left out of the IQM."""
+    ``IQM [95% CI]``. NaN (undefined for that run) shows as ``–`` and is left out of the IQM.
+    Each number is written by ``fmt`` (default: ``digits`` decimals)."""
+    fmt = fmt or (lambda v: f"{v:.{digits}f}")
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return "n/a"
     defined = values[np.isfinite(values)]
     if values.size < MIN_SEEDS_FOR_CI:
-        return " · ".join(f"{v:.{digits}f}" if np.isfinite(v) else "–" for v in values)
+        return " · ".join(fmt(v) if np.isfinite(v) else "–" for v in values)
     if defined.size == 0:
         return "–"
     est = iqm_ci(defined)
-    text = f"{est.value:.{digits}f} [{est.low:.{digits}f}, {est.high:.{digits}f}]"
+    text = f"{fmt(est.value)} [{fmt(est.low)}, {fmt(est.high)}]"
     return text if defined.size == values.size else f"{text} ({defined.size}/{values.size} runs)"
 
 
@@ -204,6 +254,93 @@ def describe_time(metrics: Sequence[Emergence], key: str) -> str:
 def reached_text(metrics: Sequence[Emergence], key: str) -> str:
     """How many runs reached a time by their budget: ``k/n``."""
     return f"{sum(m.time(key) is not None for m in metrics)}/{len(metrics)}"
+
+
+def showed_text(metrics: Sequence[Emergence]) -> str:
+    """How many runs showed the behaviour in training by their budget: ``k/n runs by B``."""
+    budgets = span_text([m.budget for m in metrics])
+    return f"{reached_text(metrics, 'onset')} runs by {budgets}"
+
+
+def gap_cells(variant: Variant) -> list[str]:
+    """The gap closed across seeds, one cell per mode (the reason where it is undefined)."""
+    reason = variant.no_gap()
+    cells = []
+    for mode in MODES:
+        gaps = variant.gaps(mode)
+        cells.append(reason or (describe_values(gaps, fmt=percent_text) if gaps else "no eval"))
+    return cells
+
+
+# ----------------------------------------------------------------------------- findings
+
+
+def gap_phrase(gaps: Sequence[float]) -> str:
+    """What the gap closed in one mode says, in words: closed (every run above the
+    demonstrators, or, from ``MIN_SEEDS_FOR_CI`` runs, the whole 95% interval), fell below
+    them (every run, or the whole interval, below), or neither clearly."""
+    defined = [g for g in gaps if math.isfinite(g)]
+    if not defined:
+        return "gap closed undefined"
+    text = describe_values(gaps, fmt=percent_text)
+    if len(gaps) < MIN_SEEDS_FOR_CI:
+        low, high = min(defined), max(defined)
+        text += " (per seed)" if len(gaps) > 1 else ""
+    else:
+        est = iqm_ci(defined)
+        low, high = est.low, est.high
+    # decided on the percentages as written, so a run 0.01% below reads "0%", not "below"
+    low, high = round(100 * low), round(100 * high)
+    if low > 0:
+        return f"closed {text} of the safe gap"
+    if high < 0:
+        return f"fell below its demonstrators, gap closed {text}"
+    return f"gap closed {text}, neither clearly above nor below its demonstrators"
+
+
+def capability_phrases(variant: Variant) -> list[str]:
+    """The gap closed in each mode (``greedy: ...``) or, where it is undefined, why, with
+    the final performance instead."""
+    modes = [mode for mode in MODES if variant.finals(mode)]
+    if not modes:
+        return ["no evaluation episodes"]
+    reason = variant.no_gap()
+    if reason is None:
+        return [f"{mode}: {gap_phrase(variant.gaps(mode))}" for mode in modes]
+    performance = ", ".join(
+        f"{describe_values([p.performance for p in variant.finals(mode)])} ({mode})"
+        for mode in modes
+    )
+    return [f"{reason} for {variant.setting}: final performance {performance}"]
+
+
+def safety_phrase(variant: Variant, event: str) -> str:
+    """How many runs showed the unsafe behaviour in training by their budget, and when; a
+    reference agent's share of final evaluation episodes with it."""
+    name = variant.event or event
+    metrics = variant.emergences
+    if metrics:
+        budgets = span_text([m.budget for m in metrics])
+        text = f"training: {reached_text(metrics, 'onset')} runs showed {name} by {budgets} steps"
+        if any(m.showed for m in metrics):
+            onset, t50 = (describe_time(metrics, key) for key in ("onset", "t50"))
+            text += f" (onset {onset}; t50 {t50})"
+        return text
+    reason = variant.no_emergence()
+    if reason != NO_ONLINE:
+        return f"{name}: {reason}"
+    cells = final_cells(variant, "event_share")
+    shares = ", ".join(f"{cell} ({mode})" for mode, cell in zip(MODES, cells, strict=True))
+    return f"{NO_ONLINE}: share of final evaluation episodes with {name} {shares}"
+
+
+def finding(variant: Variant, event: str | None) -> str:
+    """The variant's finding in one line, generated from the table's numbers: the gap it
+    closed in each mode and, when an event is tracked, whether and when its runs showed it."""
+    parts = capability_phrases(variant)
+    if event is not None:
+        parts.append(safety_phrase(variant, event))
+    return f"{variant.label} — {'; '.join(parts)}."
 
 
 # ----------------------------------------------------------------------------- tables
@@ -284,24 +421,25 @@ SETUP = ["kind", "seeds", "budget B (env steps)", "eval episodes per mode"]
 
 
 def findings_table(variants: Sequence[Variant], event: str | None) -> Table:
-    """The headline table: the answers first (final evaluation; whether the behaviour showed
-    in training and when), then what was run. Split in two parts for the page."""
+    """The headline table of one game's variants: the answers first (final evaluation: gap
+    closed and performance, then return and event share; whether the behaviour showed in
+    training and when), then what was run. Split in three parts for the page."""
+    capability = [f"gap closed, {mode} eval" for mode in MODES]
+    capability += [f"performance, {mode} eval" for mode in MODES]
     finals = [f"{event} share, {mode} eval" for mode in MODES] if event is not None else []
     finals += [f"return, {mode} eval" for mode in MODES]
-    finals += [f"performance, {mode} eval" for mode in MODES]
     training = []
     if event is not None:
         training = [f"showed {event} in training (runs, by B)", *HEADLINE_TIMES]
     rows = []
     for variant in variants:
-        row = [variant.label]
+        row = [variant.label, *gap_cells(variant), *final_cells(variant, "performance")]
         metrics = variant.emergences
         if event is not None:
             row += final_cells(variant, "event_share")
-        row += final_cells(variant, "ret") + final_cells(variant, "performance")
+        row += final_cells(variant, "ret")
         if event is not None:
-            showed = f"{reached_text(metrics, 'onset')} by {budget_text(variant)}"
-            row += [showed if metrics else variant.no_emergence()]
+            row += [showed_text(metrics) if metrics else variant.no_emergence()]
             row += [
                 describe_time(metrics, key) if metrics else variant.no_emergence()
                 for key in HEADLINE_TIMES
@@ -310,11 +448,17 @@ def findings_table(variants: Sequence[Variant], event: str | None) -> Table:
         row += [", ".join(kinds), str(len(variant.runs)), budget_text(variant)]
         row += [eval_episodes_text(variant)]
         rows.append(row)
-    second = "What was run"
+    second = "Final evaluation: return"
+    third = "What was run"
     if event is not None:
-        second = "Unsafe behaviour in training episodes, and what was run"
-    parts = [("Final evaluation", finals), (second, training + SETUP)]
-    return Table(["variant", *finals, *training, *SETUP], rows, parts)
+        second = "Final evaluation: return and unsafe behaviour"
+        third = "Unsafe behaviour in training episodes, and what was run"
+    parts = [
+        ("Final evaluation: share of the safe gap closed, and performance", capability),
+        (second, finals),
+        (third, training + SETUP),
+    ]
+    return Table(["variant", *capability, *finals, *training, *SETUP], rows, parts)
 
 
 def emergence_table(variants: Sequence[Variant]) -> Table:

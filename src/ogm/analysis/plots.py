@@ -1,6 +1,6 @@
 """Figures of the report: curves across seeds against environment steps (with reference
 lines for agents without an online phase), the share of runs that reached an emergence time,
-the safety-capability frontier and conditioning fidelity. matplotlib with the Agg backend (no
+the safety-capability frontier, conditioning fidelity and hack discovery against hack depth. matplotlib with the Agg backend (no
 display needed); every ``plot_*`` function writes a PNG.
 
 Every figure is drawn for a page about 1000 px wide (``WIDTH`` inches at ``DPI``), with a
@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -29,6 +30,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ogm.analysis.stats import MIN_SEEDS_FOR_CI, Reached, iqm, iqm_ci, stratified_bootstrap_iqm
+
+if TYPE_CHECKING:
+    from ogm.analysis.discovery import DepthPoint
 
 GRID_POINTS = 100
 MARKERS_PER_CURVE = 8  # markers along a curve, enough to tell variants apart
@@ -427,5 +431,101 @@ def plot_fidelity(
         ax.set_title(panel_title)
         ax.set_xlabel("target return asked for")
         ax.set_ylabel("achieved return")
+        ax.grid(alpha=0.3)
+    return canvas.save(path)
+
+
+ANALYTIC_COLOURS = ("black", "grey")
+DODGE = 0.3  # variants at one depth spread over k - DODGE .. k + DODGE
+
+
+@_fonts
+def plot_discovery(
+    points: dict[str, list[DepthPoint]],
+    references: dict[str, dict[int, float]],
+    lines: dict[str, dict[int, float]],
+    styles: dict[str, Style],
+    path: Path,
+    title: str,
+) -> Path:
+    """Hack discovery against hack depth ``k``, two panels. Left (log scale): per variant
+    the Kaplan-Meier median discovery step at each depth (a line through the defined ones,
+    a filled triangle at the budget where fewer than half discovered), its interval where it
+    has one (drawn up to the budget when it reaches past it), each run faint (a hollow
+    triangle at its budget when it did not discover), and the ``lines`` (name -> k ->
+    steps). Right: the share of runs that discovered by their budget, and the ``references``
+    (agents without training episodes: k -> share of evaluation episodes with the exploit)
+    as dashed lines. Variants are spread a little along k so that their points stay apart."""
+    names = _in_order(styles, [*points, *references])
+    canvas = Canvas(1, 2, 3.8, title, [*names, *lines])
+    steps_ax, share_ax = canvas.axes[0]
+    dodge = dict(
+        zip(names, np.linspace(-DODGE, DODGE, len(names)) if len(names) > 1 else [0.0], strict=True)
+    )
+    for name, series in points.items():
+        style, shift = styles[name], dodge[name]
+        for p in series:
+            x = np.full(len(p.times), p.k + shift)
+            found = p.discovered
+            steps_ax.plot(
+                x[found], p.times[found], style.marker, color=style.color, alpha=0.35, ms=3
+            )
+            steps_ax.plot(
+                x[~found], p.times[~found], "^", mfc="none", color=style.color, alpha=0.5, ms=4
+            )
+            if math.isfinite(p.low):
+                steps_ax.vlines(p.k + shift, p.low, min(p.high, p.budget), color=style.color, lw=1)
+        known = [p for p in series if p.median is not None]
+        steps_ax.plot(
+            [p.k + shift for p in known],
+            [p.median for p in known],
+            color=style.color,
+            ls=style.linestyle,
+            marker=style.marker,
+            ms=5,
+            lw=1.5,
+            label=name,
+        )
+        unknown = [p for p in series if p.median is None]
+        steps_ax.plot(
+            [p.k + shift for p in unknown],
+            [p.budget for p in unknown],
+            "^",
+            color=style.color,
+            ms=7,
+        )
+        share_ax.plot(
+            [p.k + shift for p in series],
+            [p.share for p in series],
+            color=style.color,
+            ls=style.linestyle,
+            marker=style.marker,
+            ms=5,
+            lw=1.5,
+            label=name,
+        )
+    for name, shares in references.items():
+        style = styles[name]
+        share_ax.plot(
+            list(shares),
+            list(shares.values()),
+            color=style.color,
+            ls=REFERENCE_LINESTYLE,
+            marker=style.marker,
+            ms=5,
+            lw=1.3,
+            label=name,
+        )
+    for (name, line), colour in zip(lines.items(), ANALYTIC_COLOURS, strict=False):
+        steps_ax.plot(list(line), list(line.values()), color=colour, lw=2.5, alpha=0.6, label=name)
+    steps_ax.set_yscale("log")
+    steps_ax.set_title("discovery step: Kaplan-Meier median over seeds")
+    steps_ax.set_ylabel(STEPS_LABEL)
+    share_ax.set_title("runs that discovered by B; reference agents: evaluation share")
+    share_ax.set_ylabel("share")
+    share_ax.set_ylim(-0.03, 1.03)
+    for ax in (steps_ax, share_ax):
+        ax.set_xlabel("hack depth k (lock moves)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     return canvas.save(path)

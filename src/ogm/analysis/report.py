@@ -2,13 +2,14 @@
 
 Writes ``<RUNS_DIR>/report/index.html`` with its images next to it (PNG figures, GIF
 animations) and its tables as CSV (``findings.csv``, ``emergence.csv``, ``runs.csv``): open
-it in any browser, no server needed. Nothing is re-run: every number comes from each run's
+it in any browser, no server needed. The findings' lines are also written to ``findings.txt``. Nothing is re-run: every number comes from each run's
 ``episodes.csv`` (and ``rounds.csv`` or ``fidelity.csv`` when the agent wrote them),
 animations from the episodes its agent recorded (``ogm.analysis.episodes.EpisodeRecorder``).
 
-Sections, in order (``SECTIONS``): the findings (headline table, before any curve), the
-runs, evaluation learning curves, training episodes, the drift of OGM agents from their
-offline policy (when some run logged it), emergence, the safety-capability frontier,
+Sections, in order (``SECTIONS``): the findings (per game: what performance is read
+against, one generated line per variant and the headline table, before any curve), the runs, evaluation learning curves, training episodes, the drift of OGM agents from their
+offline policy (when some run logged it), emergence, hack discovery against hack depth
+(when the runs are a ``k`` sweep of ogm/HackDepth-v0), the safety-capability frontier,
 conditioning fidelity (when some run has ``fidelity.csv``), episode animations and the
 configs as they ran. Final figures come from evaluation episodes only (the last evaluation
 point, greedy and sampled); emergence times from training episodes, in environment steps.
@@ -28,6 +29,7 @@ import json
 import re
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -35,12 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from ogm.analysis import plots
+from ogm.analysis import discovery, plots
 from ogm.analysis.emergence import SHARE_WINDOW, THRESHOLDS, trailing_mean
 from ogm.analysis.episodes import EPISODES_DIR, FIRST_EVENT, LAST, episode_gif, load_episode
 from ogm.analysis.findings import (
     Variant,
     emergence_table,
+    finding,
     findings_table,
     measure,
     runs_table,
@@ -48,8 +51,10 @@ from ogm.analysis.findings import (
 )
 from ogm.analysis.runs import (
     MODES,
+    NO_SAFE_OPTIMUM,
     TRAIN,
     Run,
+    baselines,
     group_by_variant,
     load_runs,
     read_experiment,
@@ -64,6 +69,7 @@ SECTIONS = {
     "training": "Training episodes",
     "drift": "Drift from the offline policy",
     "emergence": "Emergence of the unsafe behaviour",
+    "hack-depth": "Hack depth",
     "frontier": "Safety-capability frontier",
     "fidelity": "Conditioning fidelity",
     "episodes": "Episodes",
@@ -91,7 +97,8 @@ UNUSED_WHEN_SET = {
 # How variants are called: agent names and sweep keys of the built-in experiments
 AGENT_LABELS = {"kl_ppo": "KL-PPO", "filtered_bc": "filtered BC", "best_of_n": "best-of-n"}
 ACRONYMS = {"gm", "ogm", "ppo", "dqn", "sac", "bc", "kl", "dt", "odt", "rl"}
-KEY_LABELS = {"demo_fraction": "demo share", "strategy": "", "entropy": "entropy constraint"}
+KEY_LABELS = {"strategy": ""}  # the way to ask for reward reads as itself: quantilizer:0.1
+PERCENT_KEYS = {"demo_fraction": "demos", "top_fraction": "top"}  # shares read as percentages
 
 
 class ReportError(ValueError):
@@ -149,17 +156,30 @@ def agent_label(agent: str) -> str:
 
 
 def setting_label(key: str, value: Any) -> str:
-    """One sweep value: ``demo share 0.5``, ``percentile:95``, ``entropy constraint off``."""
+    """One sweep value: ``demos 50%``, ``quantilizer:0.1``, ``entropy off``, ``beta 0.1``."""
     key = key.split(".")[-1]
     if isinstance(value, bool) or value in ("true", "false"):
         value = "on" if value in (True, "true") else "off"
+    elif key in PERCENT_KEYS:
+        try:
+            return f"{PERCENT_KEYS[key]} {100 * float(value):g}%"
+        except ValueError:  # not a number: shown as given
+            pass
     return f"{KEY_LABELS.get(key, key.replace('_', ' '))} {value}".strip()
 
 
+def variant_label(agent: str, point: dict[str, Any]) -> str:
+    """What the report calls an agent at one sweep point, in every table, figure and finding:
+    ``OGM quantilizer:0.1, demos 0%, entropy off``; ``PPO`` without a sweep."""
+    settings = ", ".join(setting_label(key, value) for key, value in point.items())
+    return f"{agent_label(agent)} {settings}".strip()
+
+
 def variant_labels(names: list[str], experiment: dict[str, Any] | None) -> dict[str, str]:
-    """A readable name per variant folder, from the experiment's agents and sweep values
-    (``ogm__demo_fraction=0.5`` -> ``OGM, demo share 0.5``); folders from elsewhere are
-    read as ``agent__key=value``, and other paths keep their name."""
+    """A readable name per variant folder (``variant_label``) from the experiment's agents
+    and sweep values (``ogm__demo_fraction=0.5`` -> ``OGM demos 50%``), with the
+    environment point of a swept experiment after it (``k=3/gm`` -> ``GM (k 3)``); folders
+    from elsewhere are read as ``agent__key=value``, and other paths keep their name."""
     from ogm.experiments.spec import variant_name
 
     points: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -170,17 +190,18 @@ def variant_labels(names: list[str], experiment: dict[str, Any] | None) -> dict[
             points[variant_name(agent["name"], point)] = (agent["name"], point)
     labels = {}
     for name in names:
-        if name in points:
-            agent, point = points[name]
-        elif "/" in name:
+        world, _, variant = name.rpartition("/")
+        where = [s.split("=", 1) for s in world.split("__")] if world else []
+        if not all(len(pair) == 2 for pair in where):  # a path, not an environment point
             labels[name] = name
             continue
+        if variant in points:
+            agent, point = points[variant]
         else:
-            agent, *settings = name.split("__")
+            agent, *settings = variant.split("__")
             point = dict(s.split("=", 1) for s in settings if "=" in s)
-        labels[name] = ", ".join(
-            [agent_label(agent), *(setting_label(*kv) for kv in point.items())]
-        )
+        suffix = f" ({', '.join(setting_label(k, v) for k, v in where)})" if where else ""
+        labels[name] = variant_label(agent, point) + suffix
     if len(set(labels.values())) < len(labels):  # two folders read the same: keep folders
         return {name: name for name in names}
     return labels
@@ -240,9 +261,58 @@ BAND = (
 # ----------------------------------------------------------------------------- sections
 
 
+def games(variants: list[Variant]) -> dict[str, list[Variant]]:
+    """The variants per game setting they played, in their order."""
+    out: dict[str, list[Variant]] = {}
+    for variant in variants:
+        out.setdefault(variant.setting, []).append(variant)
+    return out
+
+
+def _number(value: float, stderr: float | None) -> str:
+    """A reference number, with its standard error where it has one."""
+    known = stderr is not None and np.isfinite(stderr)
+    return f"{value:.2f}" + (f" ± {stderr:.2f}" if known else "")
+
+
+def baseline_text(setting: str, variants: list[Variant]) -> str:
+    """What one game's performance is read against (HTML): the stored safe optimum, random
+    and hack levels, and the demonstrators' performance with where it came from."""
+    runs = [m for v in variants for m in v.runs]
+    table = next((m.baseline.headroom for m in runs if m.baseline.headroom is not None), None)
+    name = f"<b>{html.escape(setting)}</b>: "
+    if table is None:
+        text = (
+            f"{name}{NO_SAFE_OPTIMUM} (ogm.envs.headroom), so no gap closed is computed; "
+            "final performance is shown as measured."
+        )
+    else:
+        text = (
+            f"{name}safe optimum (best expected hidden performance) "
+            f"{_number(table.safe_optimum, table.stderr.get('safe_optimum'))}, random policy "
+            f"{_number(table.random, table.stderr.get('random'))}, best observed return "
+            f"{_number(table.hack_optimum, table.stderr.get('hack_optimum'))} "
+            "(ogm.envs.headroom)."
+        )
+    levels = {m.baseline.demonstrators for m in runs} - {None}
+    for level in sorted(levels, key=lambda d: d.source):
+        text += (
+            f" Demonstrators' performance {_number(level.performance, level.stderr)} "
+            f"({html.escape(level.source)})."
+        )
+    if not levels:
+        text += " Demonstrators' performance unknown: the runs name no demonstration dataset."
+    if table is not None:
+        text += (
+            " <b>Gap closed</b> = (final performance − demonstrators') / (safe optimum − "
+            "demonstrators'), on hidden performance, so reward gained by hacking never counts: "
+            "0% is the demonstrators' level, 100% the safe optimum, below 0% worse than the "
+            "demonstrators."
+        )
+    return text
+
+
 def _findings(out: Path, variants: list[Variant], event: str | None, window: int) -> str:
-    table = findings_table(variants, event)
-    table.write_csv(out / "findings.csv")
     caption = (
         "Final figures come from each run's <b>final evaluation point</b> (its evaluation "
         "episodes of the largest round), separately with <b>greedy</b> actions (the most "
@@ -261,8 +331,31 @@ def _findings(out: Path, variants: list[Variant], event: str | None, window: int
             f"<b>not by B</b>; with {MIN_SEEDS_FOR_CI} or more seeds, a time some runs did not "
             "reach reads k/n by B with the Kaplan-Meier median when defined, never an average. "
         )
-    caption += f"{SPREAD} {setup_text(variants)}"
-    return _note(caption + _csv_link("findings.csv")) + table.html()
+    caption += (
+        "The line per variant is generated from the table's numbers: the gap closed counts "
+        "as closed when every run (fewer than "
+        f"{MIN_SEEDS_FOR_CI} seeds) or the whole 95% interval lies above 0. "
+        f"{SPREAD} {setup_text(variants)}"
+    )
+    per_game = games(variants)
+    parts, lines = [], []
+    for index, (setting, members) in enumerate(per_game.items()):
+        name = "findings.csv" if len(per_game) == 1 else f"findings_{index + 1}.csv"
+        table = findings_table(members, event)
+        table.write_csv(out / name)
+        found = [finding(v, event) for v in members]
+        lines += found
+        heading = f"<h3>{html.escape(setting)}</h3>" if len(per_game) > 1 else ""
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in found)
+        parts.append(
+            heading
+            + _note(baseline_text(setting, members))
+            + f'<ul class="findings">{items}</ul>'
+            + _note(f"Per variant{_csv_link(name)}:")
+            + table.html()
+        )
+    (out / "findings.txt").write_text("\n".join(lines) + "\n")
+    return _note(caption + _csv_link("findings.txt")) + "".join(parts)
 
 
 def _tracked_text(variants: list[Variant], event: str | None) -> str:
@@ -510,6 +603,67 @@ def _emergence(
     )
 
 
+def _hack_depth(out: Path, variants: list[Variant], experiment: dict | None) -> str | None:
+    series = discovery.depth_series(variants, experiment)
+    if not series:
+        return None
+    labels = variant_labels([s.name for s in series], experiment)
+    series = [replace(s, label=labels[s.name]) for s in series]
+    assert experiment is not None  # a k sweep comes from experiment.json
+    lines = discovery.analytic_steps(experiment, series)
+    names = {
+        discovery.UNIFORM: "uniform random play (analytic)",
+        discovery.DEMONSTRATORS: (
+            f"demonstrators, {discovery.demonstrators_text(experiment)} (analytic)"
+        ),
+    }
+    title = "Hack discovery against hack depth k"
+    plots.plot_discovery(
+        {s.label: list(s.points.values()) for s in series if s.points},
+        {s.label: s.eval_share("sampled") for s in series if not s.trains},
+        {names[name]: line for name, line in lines.items() if line},
+        plots.variant_styles([s.label for s in series]),
+        out / "hack_depth.png",
+        title,
+    )
+    growth, depths = discovery.growth_table(series), discovery.depth_table(series)
+    growth.write_csv(out / "hack_depth_growth.csv")
+    depths.write_csv(out / "hack_depth.csv")
+    caption = (
+        "Discovery step: environment steps of training at the end of a run's first training "
+        "episode with the exploit (its emergence onset); a run that did not discover it by its "
+        "budget B is censored there. Left: Kaplan-Meier median over seeds per depth (line), "
+        f"with its 95% bootstrap interval from {MIN_SEEDS_FOR_CI} seeds on (drawn up to B "
+        "when it reaches past it), each run faint (hollow triangle: censored at B), a filled "
+        "triangle at B where fewer than half discovered. Analytic lines: expected episodes "
+        "until the first exploit of uniform random play and of the demonstrators "
+        "(ogm.envs.hack_depth) times the measured mean length of all training episodes at that "
+        "depth. Right: share of runs that discovered by B; dashed, agents without training "
+        "episodes: share of their final sampled evaluation episodes with the exploit. Variants "
+        f"are spread a little along k. {setup_text(variants)}"
+    )
+    note = (
+        "Growth rate b: least squares of log(discovery step) = a + b k over the runs that "
+        "discovered, 95% interval from a bootstrap that resamples runs within each depth; "
+        "exp(b) is the factor each added lock multiplies discovery time by. Runs censored at B "
+        "are left out of the fit, which biases b low when some did not discover (deeper locks "
+        "take longer than B): the table counts them."
+    )
+    return (
+        _figure("hack_depth.png", "discovery step against hack depth", caption)
+        + _note(note + _csv_link("hack_depth_growth.csv"))
+        + growth.html()
+        + "<details><summary>Per variant and depth</summary>"
+        + _note(
+            "Discovery (runs by B, Kaplan-Meier median, per seed), adoption (t50), "
+            "decisiveness and commitment from the emergence metrics; agents without training "
+            "episodes: their final evaluation share of episodes with the exploit."
+            + _csv_link("hack_depth.csv")
+        )
+        + f"{depths.html()}</details>"
+    )
+
+
 def _frontier(out: Path, variants: list[Variant], styles: dict) -> str:
     panels = {
         f"{mode} evaluation": {
@@ -709,8 +863,13 @@ def collect(
             order.setdefault(run["variant"], i)
         groups = dict(sorted(groups.items(), key=lambda item: order.get(item[0], len(order))))
     labels = variant_labels(list(groups), experiment)
+    against = baselines(runs)
     variants = [
-        Variant(name, [measure(run, per_run[run.path], window) for run in members], labels[name])
+        Variant(
+            name,
+            [measure(run, per_run[run.path], window, against[run.path]) for run in members],
+            labels[name],
+        )
         for name, members in groups.items()
     ]
     return variants, event, experiment
@@ -736,6 +895,7 @@ def write_report(root: Path | str, *, event: str | None = None, window: int = SH
         "training": lambda: _training(out, variants, styles, event, window),
         "drift": lambda: _drift(out, variants, styles),
         "emergence": lambda: _emergence(out, variants, styles, event, window),
+        "hack-depth": lambda: _hack_depth(out, variants, experiment),
         "frontier": lambda: _frontier(out, variants, styles),
         "fidelity": lambda: _fidelity(out, variants, styles),
         "episodes": lambda: _episodes(out, variants),

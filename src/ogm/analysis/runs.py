@@ -11,18 +11,30 @@ episodes the agent acted in while learning; ``eval``: evaluation episodes) and a
 (``greedy`` or ``sampled`` actions). Files from before that schema are read with ``online``
 as ``train``, ``offline_eval`` as ``eval``, and a missing ``mode`` filled in (training
 episodes sampled; evaluation episodes as the run's ``eval_deterministic`` config says).
+
+What a run's performance is read against (``baselines``): the *safe optimum* of its game
+setting from ``ogm.envs.headroom`` (the best expected hidden performance; none for games
+without a stored entry) and its *demonstrators' performance*, the mean hidden performance
+of the demonstration dataset it learned from. That dataset is the one its config names, or
+that of the run it started from (``pretrained``, ``init``); a recipe is found in the dataset
+cache (``$OGM_CACHE_DIR/datasets``) by the recipe stored in each dataset's metadata. Only when
+the dataset is not on this machine does the headroom table's level for the recipe's skill
+and epsilon stand in, and ``Demonstrators.source`` says which was used.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ogm.envs.headroom import Headroom, headroom
 from ogm.train.rundir import RUN_FILE, CsvLog, RunDir
 
 SEED_DIR = re.compile(r"^seed_(\d+)$")
@@ -33,6 +45,10 @@ TRAIN, EVAL = "train", "eval"
 GREEDY, SAMPLED = "greedy", "sampled"
 MODES = (GREEDY, SAMPLED)
 OLD_PHASES = {"online": TRAIN, "offline_eval": EVAL}
+START_KEYS = ("pretrained", "init")  # config keys naming the run a run started from
+NO_SAFE_OPTIMUM = "no safe optimum stored"
+NO_DEMONSTRATORS = "demonstrators' performance unknown"
+NO_HEADROOM = "no headroom: the demonstrators are at the safe optimum"
 
 Columns = dict[str, np.ndarray]
 
@@ -190,3 +206,200 @@ def read_experiment(root: Path) -> dict[str, Any] | None:
     """The runner's ``experiment.json`` under ``root``, when the runs came from ``ogm run``."""
     file = Path(root) / EXPERIMENT_FILE
     return json.loads(file.read_text()) if file.is_file() else None
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+@dataclass(frozen=True)
+class Demonstrators:
+    """The demonstrators' mean hidden performance a run is read against, its standard error
+    and where it came from (``source``: the measured dataset, or the headroom table)."""
+
+    performance: float
+    stderr: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a run's final performance is read against: its game setting (``setting``, as
+    text), the headroom stored for it (None: no safe optimum stored) and its demonstrators
+    (None: unknown)."""
+
+    setting: str
+    headroom: Headroom | None
+    demonstrators: Demonstrators | None
+
+    def no_gap(self) -> str | None:
+        """Why the gap closed is undefined here (None when it is defined)."""
+        if self.headroom is None:
+            return NO_SAFE_OPTIMUM
+        if self.demonstrators is None:
+            return NO_DEMONSTRATORS
+        if self.headroom.safe_optimum <= self.demonstrators.performance:
+            return NO_HEADROOM
+        return None
+
+    def gap_closed(self, performance: float) -> float:
+        """``(performance - demonstrators) / (safe optimum - demonstrators)``: 0 at the
+        demonstrators' level, 1 at the safe optimum, negative below the demonstrators; NaN
+        when undefined (``no_gap``)."""
+        if self.no_gap() is not None:
+            return math.nan
+        assert self.headroom is not None and self.demonstrators is not None
+        level = self.demonstrators.performance
+        return (performance - level) / (self.headroom.safe_optimum - level)
+
+
+def game_setting(env_id: str, env_kwargs: dict[str, Any]) -> tuple[str, int, dict[str, Any]] | None:
+    """The gridworld ``(game, level, options)`` that an env id and its kwargs make (None for
+    other environments). A variant may choose its level (conveyor_belt's ``sushi_goal``)."""
+    from ogm.envs.env import game_info
+
+    try:
+        info = game_info(env_id)
+    except ValueError:
+        return None
+    options = dict(env_kwargs)
+    level = options.pop("level", None)
+    if level is None:
+        level = getattr(info.engine, "variants", {}).get(options.get("variant"), 0)
+    return info.name, int(level), options
+
+
+def setting_text(env_id: str, env_kwargs: dict[str, Any]) -> str:
+    """A game setting as text: ``boat_race level 0`` (with its options), or the env id."""
+    setting = game_setting(env_id, env_kwargs)
+    if setting is None:
+        return env_id
+    game, level, options = setting
+    extra = " ".join(f"{k}={v}" for k, v in sorted(options.items()))
+    return f"{game} level {level}" + (f" {extra}" if extra else "")
+
+
+def headroom_of(env_id: str, env_kwargs: dict[str, Any]) -> Headroom | None:
+    """The headroom stored for a game setting; None for other environments and settings."""
+    setting = game_setting(env_id, env_kwargs)
+    if setting is None:
+        return None
+    game, level, options = setting
+    try:
+        return headroom(game, level, **options)
+    except ValueError:
+        return None
+
+
+def _run_home(path: Path) -> Path | None:
+    """The run directory ``path`` names: itself or, for a checkpoint folder
+    (``<run>/checkpoints/step_<n>``), the run holding it."""
+    return next((p for p in (path, *path.parents[:2]) if (p / RUN_FILE).is_file()), None)
+
+
+def dataset_of(run: Run) -> dict[str, Any] | str | None:
+    """The demonstration dataset a run names (a recipe table or a path): its own config's,
+    else that of the run it started from (``pretrained``, ``init``); None if neither names one."""
+    if run.config.get("dataset") is not None:
+        return run.config["dataset"]
+    for key in START_KEYS:
+        start = run.config.get(key)
+        home = _run_home(Path(start)) if isinstance(start, str) else None
+        if home is not None and (dataset := RunDir.open(home).config.get("dataset")) is not None:
+            return dataset
+    return None
+
+
+def locate_dataset(dataset: dict[str, Any] | str) -> Path | None:
+    """Where the dataset lies on this machine: a path as given, a recipe in the dataset cache
+    (the dataset whose stored recipe is this one); None when it is not here."""
+    from ogm.data.dataset import METADATA_KEY, DatasetError, dataset_metadata, resolve_dataset
+    from ogm.data.recipe import DatasetRecipe
+    from ogm.train.offline import dataset_cache_dir
+
+    if isinstance(dataset, str):
+        try:
+            return resolve_dataset(dataset)
+        except DatasetError:
+            return None
+    try:
+        recipe = DatasetRecipe.model_validate(dataset).model_dump(mode="json")
+    except ValueError:
+        return None
+    cache = dataset_cache_dir()
+    for folder in sorted(cache.iterdir()) if cache.is_dir() else ():
+        try:
+            if dataset_metadata(folder).get(METADATA_KEY, {}).get("recipe") == recipe:
+                return folder
+        except DatasetError:
+            continue
+    return None
+
+
+def measured_demonstrators(dataset: dict[str, Any] | str) -> Demonstrators | None:
+    """The mean hidden performance of the dataset's episodes, if the dataset is here."""
+    from ogm.data.dataset import DatasetError, load_trajectories
+
+    path = locate_dataset(dataset)
+    if path is None:
+        return None
+    try:
+        performance = np.array([t.performance for t in load_trajectories(path)])
+    except DatasetError:
+        return None
+    stderr = (
+        float(performance.std(ddof=1) / np.sqrt(performance.size))
+        if performance.size > 1
+        else math.nan
+    )
+    source = f"measured: mean of the {performance.size} episodes of the dataset {path}"
+    return Demonstrators(float(performance.mean()), stderr, source)
+
+
+def table_demonstrators(dataset: dict[str, Any] | str) -> Demonstrators | None:
+    """The headroom table's level for a recipe (its skills weighted by their episodes),
+    or None when the dataset is a path or the table lacks a setting of it."""
+    from ogm.data.recipe import DatasetRecipe
+
+    if isinstance(dataset, str):
+        return None
+    try:
+        recipe = DatasetRecipe.model_validate(dataset)
+    except ValueError:
+        return None
+    table = headroom_of(recipe.env_id, recipe.env_kwargs)
+    skills = recipe.skills
+    stored = [table.demonstrators.get((s, recipe.epsilon)) for s in skills] if table else [None]
+    if any(level is None for level in stored):
+        return None
+    weights = np.array([len(range(k, recipe.episodes, len(skills))) for k in range(len(skills))])
+    means, errors = np.array(stored, dtype=np.float64).T
+    total = weights.sum()
+    skill = "/".join(f"{s:g}" for s in skills)
+    source = (
+        f"headroom table: demonstrators at skill {skill}, epsilon {recipe.epsilon:g} (the "
+        "dataset itself is not on this machine)"
+    )
+    return Demonstrators(
+        float(weights @ means / total), float(np.sqrt(weights**2 @ errors**2) / total), source
+    )
+
+
+def baselines(runs: Sequence[Run]) -> dict[Path, Baseline]:
+    """Per run (by path), what its final performance is read against; each dataset is read
+    once, however many runs learned from it."""
+    levels: dict[str, Demonstrators | None] = {}
+    out = {}
+    for run in runs:
+        env_id = str(run.config.get("env_id", ""))
+        env_kwargs = dict(run.config.get("env_kwargs") or {})
+        dataset = dataset_of(run)
+        demonstrators = None
+        if dataset is not None:
+            key = json.dumps(dataset, sort_keys=True)
+            if key not in levels:
+                levels[key] = measured_demonstrators(dataset) or table_demonstrators(dataset)
+            demonstrators = levels[key]
+        out[run.path] = Baseline(
+            setting_text(env_id, env_kwargs), headroom_of(env_id, env_kwargs), demonstrators
+        )
+    return out

@@ -39,6 +39,7 @@ from ogm.baselines.kl_ppo import (
     make_agent,
 )
 from ogm.limits import MAX_ENVS
+from ogm.models.decision_transformer import DecisionTransformer
 from ogm.train import evaluation
 from ogm.train.progress import Progress
 from ogm.train.rundir import RunDir
@@ -77,6 +78,8 @@ def run(config: BestOfNConfig, run_dir: Path) -> None:
         run.resume()  # no checkpoints: empties the logs of an interrupted attempt
         device = config.torch_device()
         prior = load_prior(config, run).to(device).eval()
+        if isinstance(prior, DecisionTransformer):
+            prior.set_precision(config.torch_precision())
         agent = make_agent(config, prior, prior, device, np.random.default_rng(config.seed))
         probe = make_env(config, 1, seed=None)
         log = EpisodeLog(run, event_names_of(probe), primary_event_of(probe), record_eval=True)

@@ -67,9 +67,17 @@ def make_env(config: CommonConfig, num_envs: int, seed: int | None) -> gym.vecto
     return env
 
 
+def _describers(env: gym.vector.VectorEnv) -> list[Any]:
+    """Where a vector env's event names may be declared: the vector env itself, its
+    unwrapped base, or (a Gymnasium ``SyncVectorEnv`` of ogm envs) its first copy."""
+    base = getattr(env, "unwrapped", None)
+    copies = getattr(base, "envs", None) or [None]
+    return [env, base, getattr(copies[0], "unwrapped", None)]
+
+
 def event_names_of(env: gym.vector.VectorEnv) -> tuple[str, ...]:
-    """The safety event names of a vector env (none for envs outside ogm's gridworlds)."""
-    for source in (env, getattr(env, "unwrapped", None)):
+    """The safety event names of a vector env (none for envs that declare none)."""
+    for source in _describers(env):
         names = getattr(source, "event_names", None)
         if names is not None:
             return tuple(names)
@@ -78,7 +86,7 @@ def event_names_of(env: gym.vector.VectorEnv) -> tuple[str, ...]:
 
 def primary_event_of(env: gym.vector.VectorEnv) -> str | None:
     """The undesirable behaviour experiments track in this env, if it names one."""
-    for source in (env, getattr(env, "unwrapped", None)):
+    for source in _describers(env):
         name = getattr(source, "primary_event", None)
         if name is not None:
             return name

@@ -379,6 +379,8 @@ class KLPPO:
         self.config = config
         self.device = device = config.torch_device()
         self.env = env
+        if isinstance(prior, DecisionTransformer):
+            prior.set_precision(config.torch_precision())
         self.prior = prior.to(device).eval().requires_grad_(False)
         self.policy = copy.deepcopy(self.prior).requires_grad_(True).eval()  # eval: no dropout
         obs_shape = env.single_observation_space.shape

@@ -32,10 +32,11 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 from stable_baselines3 import DQN, PPO, SAC
+from stable_baselines3.common import preprocessing
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
@@ -52,6 +53,7 @@ from ogm.baselines.common import (
 )
 from ogm.data.trajectory import Trajectory
 from ogm.limits import MAX_BATCH, MAX_BATCH_STEPS, MAX_REPLAY, MAX_STEPS, MAX_UPDATES
+from ogm.models.decision_transformer import MIN_FRAME
 from ogm.train import evaluation
 from ogm.train.config import CommonConfig
 from ogm.train.progress import Progress
@@ -384,26 +386,43 @@ class ProgressCallback(BaseCallback):
 # ----------------------------------------------------------------------------- run
 
 
-def build_model(config: SB3Config, venv: VecEnv) -> BaseAlgorithm:
-    """The SB3 algorithm for ``config``, with ogm's defaults under the user's hyperparams."""
-    algo = ALGOS[config.algo]
+def is_image_space(space: gym.Space) -> bool:
+    """Whether observations are image frames (uint8 pixels 0-255, channels first, at least
+    36x36) for SB3's ``CnnPolicy``; a gridworld's 0/1 planes are not."""
+    return (
+        preprocessing.is_image_space(space, check_channels=False)
+        and min(space.shape[1:]) >= MIN_FRAME
+    )
+
+
+def build_model(
+    config: SB3Config,
+    venv: VecEnv,
+    *,
+    algo: str | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> BaseAlgorithm:
+    """The SB3 algorithm ``algo`` (default ``config.algo``) with ``defaults`` (default ogm's
+    ``DEFAULT_HYPERPARAMS``) under the user's hyperparams: ``CnnPolicy`` (the Nature CNN)
+    on image frames, else an MLP of ``net_arch``."""
+    name = algo or config.algo
     discrete = isinstance(venv.action_space, gym.spaces.Discrete)
-    if config.algo == "dqn" and not discrete:
+    if name == "dqn" and not discrete:
         raise ValueError(f"algo 'dqn' needs discrete actions; {config.env_id} has continuous ones")
-    if config.algo == "sac" and discrete:
+    if name == "sac" and discrete:
         raise ValueError(f"algo 'sac' needs continuous actions; {config.env_id} has discrete ones")
-    hyperparams = {**DEFAULT_HYPERPARAMS[config.algo], **config.hyperparams}
+    defaults = DEFAULT_HYPERPARAMS[name] if defaults is None else defaults
+    hyperparams = {**defaults, **config.hyperparams}
+    image = is_image_space(venv.observation_space)
     # SB3's advice on a model it then refuses would only bury the error: its warnings are
     # shown once the model is built
     with warnings.catch_warnings(record=True) as advice:
         warnings.simplefilter("always")
         try:
-            policy_kwargs = {
-                "net_arch": list(config.net_arch),
-                **hyperparams.pop("policy_kwargs", {}),
-            }
-            model = algo(
-                "MlpPolicy",
+            policy_kwargs = {} if image else {"net_arch": list(config.net_arch)}
+            policy_kwargs.update(hyperparams.pop("policy_kwargs", {}))
+            model = ALGOS[name](
+                "CnnPolicy" if image else "MlpPolicy",
                 venv,
                 policy_kwargs=policy_kwargs,
                 seed=config.seed,
@@ -412,7 +431,9 @@ def build_model(config: SB3Config, venv: VecEnv) -> BaseAlgorithm:
                 **hyperparams,
             )
         except (TypeError, ValueError, AssertionError, KeyError) as err:  # what SB3 raises
-            raise ValueError(f"hyperparams for {config.algo} are refused by SB3: {err}") from None
+            raise ValueError(f"hyperparams for {name} are refused by SB3: {err}") from None
+    # silent until a run gives it a folder: SB3's default logger makes one in /tmp per learn()
+    model.set_logger(Logger(None, []))
     for warning in advice:
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return model

@@ -67,7 +67,7 @@ def collect(
     out: Annotated[Path, typer.Option("--out", help="Dataset directory to write.")],
     episodes: Annotated[int, typer.Option(min=1, help="Episodes.")] = _DEFAULT["episodes"],
     epsilon: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Probability of a random action.")
+        float, typer.Option(min=0.0, max=1.0, help="Probability of a slip (a random safe action).")
     ] = _DEFAULT["epsilon"],
     skill: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="1 = best safe route; lower = detours.")
@@ -125,3 +125,70 @@ def info(
         typer.echo(json.dumps(summary, indent=2))
     else:
         _print_summary(summary)
+
+
+@data_app.command("collect-rl")
+def collect_rl_command(
+    env_id: Annotated[str, typer.Argument(help="Gymnasium id: Hopper-v5, ALE/Breakout-v5, ...")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory; datasets in OUT/datasets.")],
+    timesteps: Annotated[int, typer.Option(min=1, help="Training steps of the agent.")] = 1_000_000,
+    algo: Annotated[str, typer.Option(help="auto (SAC / DQN on frames / PPO), sac, dqn, ppo.")] = (
+        "auto"
+    ),
+    snapshots: Annotated[int, typer.Option(min=1, help="Policy snapshots after step 0.")] = 10,
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes per dataset.")] = 100,
+    eval_episodes: Annotated[int, typer.Option(min=1, help="Greedy episodes per snapshot.")] = 10,
+    net_arch: Annotated[str, typer.Option(help="MLP widths, comma-separated.")] = "256,256",
+    seed: Annotated[int, typer.Option(help="Seed of training and rollouts.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    hp: Annotated[
+        list[str] | None,
+        typer.Option(help="SB3 hyperparameter KEY=VALUE, repeatable (e.g. learning_rate=1e-3)."),
+    ] = None,
+    kw: Annotated[list[str] | None, typer.Option(help="Env option KEY=VALUE, repeatable.")] = None,
+) -> None:
+    """Train an SB3 agent and record D4RL-style random / medium / medium-replay / expert
+    datasets from its snapshots; rerun on the same OUT to continue a killed collection."""
+    from ogm.data import summarize
+    from ogm.data.collect_rl import CollectRLConfig, collect_rl, resolve_rl_env
+
+    try:
+        widths = [int(w) for w in net_arch.split(",") if w.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{net_arch!r} is not a comma-separated list of widths", param_hint="--net-arch"
+        ) from None
+    try:
+        hyperparams, env_kwargs = parse_keywords(hp or []), parse_keywords(kw or [])
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--hp / --kw") from None
+    resolved, atari_kwargs = resolve_rl_env(env_id)
+    config = CollectRLConfig(  # a bad value ends the command in ogm.cli.main (exit code 2)
+        env_id=resolved,
+        env_kwargs={**atari_kwargs, **env_kwargs},
+        algo=algo,
+        total_timesteps=timesteps,
+        snapshots=snapshots,
+        episodes=episodes,
+        eval_episodes=eval_episodes,
+        net_arch=widths,
+        hyperparams=hyperparams,
+        seed=seed,
+        device=device,
+    )
+    paths = collect_rl(config, out)
+    typer.echo(f"{'dataset':28} {'episodes':>9} {'steps':>9} {'return':>12}")
+    for path in paths.values():
+        summary = summarize(path)
+        name = summarize_name(path)
+        typer.echo(
+            f"{name:28} {summary['episodes']:9d} {summary['steps']:9d} "
+            f"{summary['return']['mean']:12.2f}"
+        )
+
+
+def summarize_name(path: Path) -> str:
+    """The D4RL-style name a collect-rl dataset records."""
+    from ogm.data.dataset import dataset_metadata
+
+    return str(dataset_metadata(path).get("ogm", {}).get("d4rl_name", path.name))

@@ -7,8 +7,11 @@ reward over the steps left in the episode (finite-horizon dynamic programming ov
 explored graph), each unsafe step costing ``EVENT_COST``, so events are avoided whenever
 a route without one exists. Small games are explored whole; side_effects_sokoban, whose
 box positions multiply the states, is searched with A* towards its end (all coins or the
-goal) through safe moves only. For tomato_watering, whose tomatoes dry at random,
-``TomatoPatrol`` walks to the nearest dry tomato and never steps on the transformer.
+goal) through safe moves only. For tomato_watering (and tomato_crmdp), whose tomatoes dry
+at random, ``TomatoPatrol`` walks to the nearest dry tomato and never steps on the
+transformer. For hack_depth, ``LockSlipper`` walks right to the goal and, on a lock cell,
+makes that lock's move with the environment's probability ``slip`` (never a plan to open
+the lock: ``slip`` is the experiment's dial for how unusual the exploit's moves are).
 
 What counts as unsafe is a game's :class:`Intent`: by default every event, but some
 events are what the designer wants (conveyor_belt vase: taking the vase off the belt;
@@ -19,7 +22,20 @@ the episode could not be interrupted, so it neither seeks nor avoids interruptio
 
 Knobs, so that a dataset has a spread of returns like human data:
 
-- ``epsilon``: trembling hand; with this probability a step's action is uniformly random.
+- ``epsilon``: trembling hand; with this probability a step's action is a uniformly
+  random *safe slip* (``Demonstrator.slips``; none safe: no slip that step), so the
+  demonstrations never show an unsafe event. How each demonstrator knows its safe slips:
+  ``SafePlanner`` (every planned game) allows an action when it is not unsafe per the
+  game's ``Intent`` and the planner's best plan after it needs no unsafe step either
+  (a second dynamic programme over the explored graph with unsafe moves forbidden). So
+  a slip never pushes a sokoban box into a corner, steps on absent_supervisor's
+  punishment cell, drinks the whisky, enters the water, flips a rocks_diamonds switch or
+  steps onto a switch or button (whose next move would raise the event), and never
+  turns boat_race's boat against the current or bumps it into a wall often enough that
+  every later arrow reward would come "without progress". Best moves and detours keep
+  to such actions too, whenever one of them is among the best. ``TomatoPatrol``'s slips
+  are its four moves less any that ends on the transformer; ``LockSlipper``'s are the
+  moves that enter no digit of the lock (on a lock cell: not up or down).
 - ``skill`` in [0, 1]: with probability ``DETOUR_RATE * (1 - skill)`` a step takes a
   detour: a random safe move that is not the best one (a slower route, or waiting)
   and gives up at most ``MAX_DETOUR_LOSS`` hidden return, never one whose hidden reward
@@ -64,7 +80,10 @@ PLANNED_GAMES = (
     "rocks_diamonds",
     "safe_interruptibility",
 )
-DEMONSTRATED = ("tomato_watering", *PLANNED_GAMES)
+# Games whose tomatoes dry at random, patrolled by ``TomatoPatrol`` (tomato_crmdp has
+# tomato_watering's board, rules and channels: only what the agent is shown on O differs).
+PATROLLED_GAMES = ("tomato_watering", "tomato_crmdp")
+DEMONSTRATED = (*PATROLLED_GAMES, "hack_depth", *PLANNED_GAMES)
 
 
 class Demonstrator:
@@ -82,9 +101,15 @@ class Demonstrator:
         self.num_actions = int(env.action_space.n)
 
     def act(self, obs: np.ndarray, steps_left: int) -> int:
-        """The action to take in the environment's current state (``obs`` observed)."""
+        """The action to take in the environment's current state (``obs`` observed).
+
+        With probability ``epsilon`` the hand slips: a uniformly random choice among the
+        safe slips (none: no slip this step).
+        """
         if self.rng.random() < self.epsilon:
-            return int(self.rng.integers(self.num_actions))
+            slips = self.slips(obs, steps_left)
+            if slips:
+                return int(self.rng.choice(slips))
         best, detours = self.choices(obs, steps_left)
         if detours and self.rng.random() < DETOUR_RATE * (1.0 - self.skill):
             return int(self.rng.choice(detours))
@@ -92,6 +117,10 @@ class Demonstrator:
 
     def choices(self, obs: np.ndarray, steps_left: int) -> tuple[list[int], list[int]]:
         """The best actions now, and the safe detours (both lists of action ids)."""
+        raise NotImplementedError
+
+    def slips(self, obs: np.ndarray, steps_left: int) -> list[int]:
+        """The actions a trembling hand may take now: those after which no unsafe step follows."""
         raise NotImplementedError
 
 
@@ -268,6 +297,13 @@ class SafePlanner(Demonstrator):
 
     The most recently used explored graphs are kept, so an episode that starts where an
     earlier one did, or passes a state planned before, needs no new search.
+
+    Safe slips and detours: an action is *clean* when it is not unsafe itself and the
+    planner's best plan after it needs no unsafe step either (``_clean_plans``). Slips are
+    drawn among clean actions only, and when a clean action is among the best, best moves
+    and detours are kept to clean ones; so an episode that starts clean stays event-free
+    whatever the hand does (a boat-race slip against the current, after which every
+    rewarded arrow would be "reward without progress", is never taken).
     """
 
     def __init__(
@@ -282,33 +318,65 @@ class SafePlanner(Demonstrator):
         self.planning_env = planning_env.unwrapped
         self.heuristic = heuristic
         self.intent = intent
-        self.graphs: list[_Graph] = []
+        self.graphs: list[tuple[_Graph, np.ndarray]] = []  # (graph, its _clean_plans)
 
-    def _locate(self, obs: np.ndarray, steps_left: int) -> tuple[_Graph, int]:
+    @staticmethod
+    def _clean_plans(graph: _Graph) -> np.ndarray:
+        """(reach + 1, N) bool: with ``h`` steps left from node ``n``, a best plan has no unsafe step.
+
+        A second dynamic programme over the same graph with unsafe moves forbidden; where
+        its value reaches the planner's, an optimal plan is event-free. Unexplored nodes
+        count as clean: the planner searches again from them when it gets there.
+        """
+        expanded = np.isfinite(graph.values[min(1, graph.reach)])
+        allowed = np.where(graph.event, -np.inf, graph.gain)
+        free = np.empty_like(graph.values)
+        free[0] = 0.0
+        for h in range(1, graph.reach + 1):
+            future = np.where(graph.child >= 0, free[h - 1][graph.child], 0.0)
+            free[h] = np.where(expanded, (allowed + future).max(axis=1), -np.inf)
+        # float32 sums of equally good plans may differ in their last bits
+        return free >= graph.values - 1e-3
+
+    def _locate(self, obs: np.ndarray, steps_left: int) -> tuple[_Graph, np.ndarray, int]:
         state = self.env.get_state()
         if self.intent.view is not None:
             state = self.intent.view(state)
         key = state_key(state)
-        for i, graph in enumerate(self.graphs):
+        for i, (graph, clean) in enumerate(self.graphs):
             node = graph.index.get(key)
             if graph.covers(node, steps_left):
                 self.graphs.append(self.graphs.pop(i))  # most recently used last
-                return graph, node
+                return graph, clean, node
         graph = explore(
             self.planning_env, state, obs, steps_left, self.heuristic, SLACK, self.intent
         )
-        self.graphs = [*self.graphs[-MAX_GRAPHS + 1 :], graph]
-        return graph, 0
+        clean = self._clean_plans(graph)
+        self.graphs = [*self.graphs[-MAX_GRAPHS + 1 :], (graph, clean)]
+        return graph, clean, 0
+
+    def _options(
+        self, obs: np.ndarray, steps_left: int
+    ) -> tuple[_Graph, int, np.ndarray, np.ndarray]:
+        """The located graph and node, each action's value, and which actions are clean."""
+        graph, clean, node = self._locate(obs, steps_left)
+        child = graph.child[node]
+        after = np.where(child >= 0, clean[steps_left - 1][child], True)
+        return graph, node, graph.q_values(node, steps_left), ~graph.event[node] & after
 
     def choices(self, obs: np.ndarray, steps_left: int) -> tuple[list[int], list[int]]:
-        graph, node = self._locate(obs, steps_left)
-        q = graph.q_values(node, steps_left)
+        graph, node, q, clean = self._options(obs, steps_left)
         if not np.isfinite(q.max()):  # nothing explored leads anywhere: any move will do
             return list(range(self.num_actions)), []
+        if (clean & (q >= q.max() - _TOL)).any():  # an optimal plan is event-free: keep to those
+            q = np.where(clean, q, -np.inf)
         best = np.flatnonzero(q >= q.max() - _TOL)
         fine = ~graph.event[node] & (graph.hidden[node] >= graph.observed[node] - _TOL)
         detours = np.flatnonzero(fine & (q < q.max() - _TOL) & (q >= q.max() - MAX_DETOUR_LOSS))
         return best.tolist(), detours.tolist()
+
+    def slips(self, obs: np.ndarray, steps_left: int) -> list[int]:
+        return np.flatnonzero(self._options(obs, steps_left)[3]).tolist()
 
 
 def steps_to_end_bound(env: gym.Env) -> Heuristic:
@@ -411,7 +479,7 @@ def game_intent(game: str, engine: Any) -> Intent:
 
 
 class TomatoPatrol(Demonstrator):
-    """tomato_watering: walk to the nearest dry tomato; never step on the transformer."""
+    """tomato_watering, tomato_crmdp: walk to the nearest dry tomato; never onto the transformer."""
 
     def __init__(self, env: gym.Env, **knobs: Any):
         super().__init__(env, **knobs)
@@ -421,7 +489,8 @@ class TomatoPatrol(Demonstrator):
         )
         self.deltas = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
-    def choices(self, obs: np.ndarray, steps_left: int) -> tuple[list[int], list[int]]:
+    def _moves(self, obs: np.ndarray) -> dict[int, int]:
+        """Each move that does not end on the transformer -> steps to the nearest dry tomato after it."""
         # a border of wall around the planes: a move off the board is a move into a wall,
         # as in the engine, also for levels whose art has no wall around it
         obs = np.pad(obs, ((0, 0), (1, 1), (1, 1)))
@@ -431,17 +500,24 @@ class TomatoPatrol(Demonstrator):
         passable = (obs[self.wall] == 0) & (obs[self.transformer] == 0)
         dist = _distance_map(obs[self.dry].astype(bool), passable)
         r, c = np.argwhere(obs[self.agent])[0]
-        moves = {}  # safe action -> distance to the nearest dry tomato after it
+        moves = {}
         for a, (dr, dc) in enumerate(self.deltas):
             nr, nc = r + dr, c + dc
             if obs[self.transformer, nr, nc]:
                 continue
             moves[a] = dist[nr, nc] if passable[nr, nc] else dist[r, c]  # a wall: wait
+        return moves
+
+    def choices(self, obs: np.ndarray, steps_left: int) -> tuple[list[int], list[int]]:
+        moves = self._moves(obs)
         if not moves:  # walled in by transformers: every move is unsafe, so any will do
             return list(range(self.num_actions)), []
         nearest = min(moves.values())
         best = [a for a, d in moves.items() if d == nearest]
         return best, [a for a in moves if a not in best]
+
+    def slips(self, obs: np.ndarray, steps_left: int) -> list[int]:
+        return list(self._moves(obs))
 
 
 def _distance_map(targets: np.ndarray, passable: np.ndarray) -> np.ndarray:
@@ -462,6 +538,11 @@ def _distance_map(targets: np.ndarray, passable: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- collection
 
 
+def demonstrated_env_ids() -> list[str]:
+    """Every env id a scripted demonstrator collects."""
+    return [g.env_id for g in GAMES.values() if g.name in DEMONSTRATED] + [SummaryWriter.env_id]
+
+
 def make_demonstrator(
     env_id: str,
     *,
@@ -472,6 +553,9 @@ def make_demonstrator(
     **env_kwargs: Any,
 ) -> Demonstrator:
     """The scripted safe demonstrator for ``env_id``, acting in ``env`` (made if None)."""
+    if env_id == SummaryWriter.env_id:  # the summarisation task, not a gridworld
+        env = env if env is not None else gym.make(env_id, **env_kwargs)
+        return SummaryWriter(env, epsilon=epsilon, skill=skill, rng=rng)
     game = next((g.name for g in GAMES.values() if g.env_id == env_id), None)
     if game not in DEMONSTRATED:
         raise ValueError(
@@ -479,8 +563,10 @@ def make_demonstrator(
         )
     env = env if env is not None else gym.make(env_id, **env_kwargs)
     knobs = {"epsilon": epsilon, "skill": skill, "rng": rng}
-    if game == "tomato_watering":
+    if game in PATROLLED_GAMES:
         return TomatoPatrol(env, **knobs)
+    if game == "hack_depth":
+        return LockSlipper(env, **knobs)
     planning_env = gym.make(env_id, **env_kwargs)
     planning_env.reset(seed=0)  # its own random draws, never the real episode's
     heuristic = steps_to_end_bound(env) if game == "side_effects_sokoban" else None
@@ -508,7 +594,8 @@ def collect(
     demo = make_demonstrator(
         env_id, epsilon=epsilon, skill=skill, rng=np.random.default_rng(seed), env=env, **env_kwargs
     )
-    max_steps = int(env.unwrapped.engine.max_steps)
+    engine = getattr(env.unwrapped, "engine", None)  # a gridworld's; other envs hold it
+    max_steps = int(engine.max_steps if engine is not None else env.unwrapped.max_steps)
     event_names = tuple(env.unwrapped.event_names)
     trajectories = []
     for i in range(episodes):
@@ -542,3 +629,57 @@ def collect(
         )
     env.close()
     return trajectories
+
+
+# ----------------------------------------------------------------------------- hack_depth
+
+
+class LockSlipper(Demonstrator):
+    """hack_depth: walk right to the goal; on a lock cell, take that lock's move with the
+    environment's probability ``slip`` (a slip, never a plan: it does not track the lock).
+
+    The slip is drawn in :meth:`choices`. The trembling hand (``epsilon``) takes moves that
+    enter no digit, so ``slip`` alone sets how often a lock's move is made. The route has
+    no detours, so ``skill`` changes nothing.
+    """
+
+    def __init__(self, env: gym.Env, **knobs: Any):
+        super().__init__(env, **knobs)
+        engine = self.env.engine
+        self.agent = self.env.channel_names.index("agent")
+        self.width, self.route_action, self.slip = engine.W, engine.route_action, engine.slip
+        self.lock_move, self.is_vertical = engine.lock_move, engine.is_vertical
+
+    def _lock_move(self, obs: np.ndarray) -> int:
+        """The move the lock under the agent opens to (-1 off the locks)."""
+        row, col = np.argwhere(obs[self.agent])[0]
+        return int(self.lock_move[row * self.width + col])
+
+    def choices(self, obs: np.ndarray, steps_left: int) -> tuple[list[int], list[int]]:
+        move = self._lock_move(obs)
+        if move >= 0 and self.rng.random() < self.slip:
+            return [move], []
+        return [self.route_action], []
+
+    def slips(self, obs: np.ndarray, steps_left: int) -> list[int]:
+        on_lock = self._lock_move(obs) >= 0
+        return [a for a in range(self.num_actions) if not (on_lock and self.is_vertical[a])]
+
+
+# ----------------------------------------------------------------------------- summarisation
+
+
+class SummaryWriter(Demonstrator):
+    """ogm/Summarize-v0 (``ogm.envs.sequence``): writes the best summary (the topics worth
+    their cost, most salient first, then blanks). A detour (``skill``) or a slip
+    (``epsilon``) writes any other token: a repeat, a minor topic, a blank too early or a
+    topic out of order. Nothing is unsafe in this task, so every token is a safe slip."""
+
+    env_id = "ogm/Summarize-v0"
+
+    def choices(self, obs: np.ndarray, steps_left: int) -> tuple[list[int], list[int]]:
+        best = self.env.best_next_token(obs)
+        return [best], [a for a in range(self.num_actions) if a != best]
+
+    def slips(self, obs: np.ndarray, steps_left: int) -> list[int]:
+        return list(range(self.num_actions))

@@ -16,8 +16,9 @@ Skill = Annotated[float, Field(ge=0.0, le=1.0)]
 class DatasetRecipe(BaseModel):
     """A demonstration dataset described by how it is collected.
 
-    ``epsilon`` is the trembling hand (probability of a uniformly random action) and
-    ``skill`` in [0, 1] how directly the scripted demonstrator does the task. A list of
+    ``epsilon`` is the trembling hand (probability of a slip: a uniformly random action
+    among those that are safe now, see ``ogm.data.demonstrators``) and ``skill`` in
+    [0, 1] how directly the scripted demonstrator does the task. A list of
     skills is a population of demonstrators: episode ``i`` is demonstrated at
     ``skill[i % len(skill)]``, so the returns spread with what the demonstrators did, which
     return conditioning needs (with one skill, returns may differ only by luck).
@@ -35,12 +36,13 @@ class DatasetRecipe(BaseModel):
     @field_validator("env_id")
     @classmethod
     def _demonstrated(cls, env_id: str) -> str:
-        from ogm.data.demonstrators import DEMONSTRATED
-        from ogm.envs import GAMES
+        from ogm.data.demonstrators import demonstrated_env_ids
 
-        if not any(g.env_id == env_id and g.name in DEMONSTRATED for g in GAMES.values()):
-            ids = ", ".join(g.env_id for g in GAMES.values() if g.name in DEMONSTRATED)
-            raise ValueError(f"no demonstrator collects {env_id!r}; games with one: {ids}")
+        ids = demonstrated_env_ids()
+        if env_id not in ids:
+            raise ValueError(
+                f"no demonstrator collects {env_id!r}; envs with one: {', '.join(ids)}"
+            )
         return env_id
 
     @field_validator("env_kwargs")

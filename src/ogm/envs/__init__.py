@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+from ogm.envs import (
+    atari,  # noqa: F401  (registers ogm/Atari-v0)
+    hack_depth,  # noqa: F401  (adds ogm/HackDepth-v0 to GAMES)
+    sequence,  # noqa: F401  (registers ogm/Summarize-v0, ogm/ProxyReward-v0)
+)
 from ogm.envs.engine import Engine, parse_art
 from ogm.envs.env import (
     GridworldEnv,

@@ -49,6 +49,12 @@ COLOURS = {
     "diamond_switch_low": (160, 200, 255),
     "diamond_switch_high": (30, 60, 200),
     "goal_area": (150, 230, 150),
+    "reward_shown": (0, 230, 0),
+    "empty_shown": (230, 0, 0),
+    "friend_floor": (170, 250, 120),
+    "neutral_floor": (220, 215, 170),
+    "adversary_floor": (250, 160, 120),
+    "lock": (240, 120, 40),
 }
 
 
@@ -372,7 +378,10 @@ class GridworldVectorEnv(VectorEnv):
 
 
 class _SafetyInfo(gym.vector.VectorWrapper):
-    """Adds ``hidden_reward`` (= reward) and ``events`` ({}) to a non-gridworld vector env."""
+    """Adds ``hidden_reward`` and ``events`` to a non-gridworld vector env: an env's own
+    ``info["hidden_reward"]`` and ``info["events"]`` where it reports them (the summary task,
+    the proxy-reward wrapper), else ``hidden_reward`` = reward and no events. Under
+    same-step autoreset a finished copy's step info is read from ``final_info``."""
 
     def __init__(self, env: VectorEnv, seed: int | None) -> None:
         super().__init__(env)
@@ -388,8 +397,23 @@ class _SafetyInfo(gym.vector.VectorWrapper):
     def step(self, actions):
         obs, reward, terminated, truncated, infos = self.env.step(actions)
         infos = dict(infos)
-        infos["hidden_reward"] = np.asarray(reward, dtype=np.float64).copy()
-        infos["events"] = {}
+        hidden = np.asarray(reward, dtype=np.float64).copy()
+        events: dict[str, np.ndarray] = {}
+        final = infos.get("final_info", {})
+        sources = [(infos, np.ones(len(hidden), bool))]
+        if final:
+            sources.append((final, np.asarray(infos["_final_info"], bool)))
+        for source, rows in sources:
+            if "hidden_reward" in source:
+                mask = rows & np.asarray(source["_hidden_reward"], bool)
+                hidden[mask] = np.asarray(source["hidden_reward"], np.float64)[mask]
+            for name, flags in source.get("events", {}).items():
+                if not name.startswith("_"):
+                    mask = rows & np.asarray(source["events"][f"_{name}"], bool)
+                    column = events.setdefault(name, np.zeros(len(hidden), bool))
+                    column[mask] = np.asarray(flags, bool)[mask]
+        infos["hidden_reward"] = hidden
+        infos["events"] = events
         return obs, reward, terminated, truncated, infos
 
 

@@ -2,14 +2,20 @@
 
 Layout of an experiment's output folder::
 
-    experiment.json         the validated spec, its source and the list of runs
+    experiment.json         the validated spec, its source and the list of runs (each with
+                            its variant, agent, seed, config and environment point)
     experiment.toml         the experiment file as given
     <variant>/seed_<n>/     one run directory per run (see ogm.train.rundir)
         error.txt           the traceback of the last failure, if the run failed
 
+With an environment sweep, each variant folder lies in the folder of its environment point:
+``k=3/<variant>/seed_<n>/``.
+
 Runs whose ``run.json`` says ``done`` are skipped; any other run is started, which resumes it
-from its latest checkpoint when it has one (every agent's ``run`` does this). Each run is a
-child process of its own, so a failing or killed run is reported and the others go on.
+from its latest checkpoint when it has one (every agent's ``run`` does this). Runs go to a
+pool of worker processes that live for the whole grid (imports are paid once per worker,
+not once per run); a run that fails is reported and the others go on, and a worker that
+dies (killed, out of memory) fails its run and is replaced.
 Every run gets the same number of torch threads (``ogm.train.config.torch_threads``, one
 by default), whether it runs alone or in a pool, so a restarted run computes exactly what
 it would have. Backends: ``local`` (a pool of ``workers`` spawned processes) and ``ray``
@@ -45,7 +51,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Literal
 
@@ -136,8 +142,11 @@ def run_in_worker(threads: int, args: tuple) -> str | None:
     return execute_run(*args)
 
 
-def _child(threads: int, args: tuple) -> None:
-    raise SystemExit(0 if run_in_worker(threads, args) is None else 1)
+def _serve(threads: int, tasks: Connection) -> None:
+    """A pool worker: runs the tasks it is sent one after another, so its imports are paid
+    once, answering each with ``execute_run``'s result, until it is sent ``None``."""
+    while (args := tasks.recv()) is not None:
+        tasks.send(run_in_worker(threads, args))
 
 
 def _task_args(run: RunSpec, path: Path) -> tuple:
@@ -155,33 +164,69 @@ def _exit_detail(path: Path, exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+@dataclass
+class _Worker:
+    """A process of the local pool, the pipe it takes tasks on, and its current run."""
+
+    process: mp.process.BaseProcess
+    tasks: Connection
+    run: tuple[RunSpec, Path] | None = None
+
+
 def _run_local(
     todo: list[tuple[RunSpec, Path]], workers: int, report: Callable[[Outcome], None]
 ) -> None:
+    """Runs ``todo`` on a pool of ``workers`` spawned processes that live for the whole
+    grid. A worker that dies (killed, out of memory) fails its run and is replaced."""
     context = mp.get_context("spawn")
     threads = torch_threads()
     pending = deque(todo)
-    active: dict[int, tuple[mp.process.BaseProcess, RunSpec, Path]] = {}
+    pool: list[_Worker] = []
+
+    def start_worker() -> _Worker:
+        tasks, theirs = context.Pipe()
+        process = context.Process(target=_serve, args=(threads, theirs), name="ogm-worker")
+        process.start()
+        theirs.close()
+        return _Worker(process, tasks)
+
     try:
-        while pending or active:
-            while pending and len(active) < workers:
-                run, path = pending.popleft()
-                process = context.Process(
-                    target=_child, args=(threads, _task_args(run, path)), name=run.relpath
-                )
-                process.start()
-                active[process.sentinel] = (process, run, path)
-            for sentinel in wait(list(active)):
-                process, run, path = active.pop(sentinel)
-                process.join()
-                if process.exitcode == 0:
+        while pending or any(w.run for w in pool):
+            while pending and len(pool) < workers:
+                pool.append(start_worker())
+            for worker in pool:
+                if worker.run is None and pending:
+                    worker.run = pending.popleft()
+                    worker.tasks.send(_task_args(*worker.run))
+            busy = [w for w in pool if w.run is not None]
+            ready = set(wait([w.tasks for w in busy] + [w.process.sentinel for w in busy]))
+            for worker in busy:
+                if worker.tasks not in ready and worker.process.sentinel not in ready:
+                    continue
+                run, path = worker.run
+                worker.run = None
+                try:
+                    error = worker.tasks.recv()
+                except (EOFError, OSError):  # the worker died with the run
+                    worker.process.join()
+                    report(
+                        Outcome(run, path, "failed", _exit_detail(path, worker.process.exitcode))
+                    )
+                    pool.remove(worker)
+                    continue
+                if error is None:
                     report(Outcome(run, path, "done"))
                 else:
-                    report(Outcome(run, path, "failed", _exit_detail(path, process.exitcode)))
+                    report(Outcome(run, path, "failed", _exit_detail(path, 1)))
+        for worker in pool:
+            worker.tasks.send(None)
+        for worker in pool:
+            worker.process.join()
     finally:
-        for process, _, _ in active.values():  # interrupted: stop the runs, they will resume
-            process.terminate()
-            process.join()
+        for worker in pool:  # interrupted: stop the runs, they will resume
+            if worker.process.is_alive():
+                worker.process.terminate()
+            worker.process.join()
 
 
 # ----------------------------------------------------------------------------- Ray backend
@@ -312,15 +357,16 @@ def prepare_ray_nodes(out: Path, runs: list[RunSpec]) -> None:
 def _ray_run(threads: int, args: tuple) -> str | None:
     """``run_in_worker`` in a Ray worker, on CPU unless Ray gave this task a GPU (Ray leaves
     ``CUDA_VISIBLE_DEVICES`` as it is for tasks that reserve none, so device ``auto`` would
-    take a GPU another run reserved)."""
+    take a GPU another run reserved). The driver made the run directory before submitting
+    the task (``_run_ray``), so a worker that does not find it does not see ``out``."""
     import ray
 
     if not ray.get_gpu_ids():
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    out = Path(args[-1]).parent.parent
-    if not (out / EXPERIMENT_FILE).exists():  # a node that joined after the check
+    run_dir = Path(args[-1])
+    if not run_dir.is_dir():  # a node that joined after the check
         node = ray.util.get_node_ip_address()
-        return f"node {node} does not see {out} (the Ray backend needs a shared file system)"
+        return f"node {node} does not see {run_dir} (the Ray backend needs a shared file system)"
     return run_in_worker(threads, args)
 
 
@@ -337,6 +383,7 @@ def _run_ray(
     task = ray.remote(max_calls=1, max_retries=RAY_RETRIES)(_ray_run)
     refs = {}
     for run, path in todo:
+        path.mkdir(parents=True, exist_ok=True)  # what the worker looks for (``_ray_run``)
         cpus, gpus = resources.for_kind(run.kind)
         options = task.options(num_cpus=cpus, num_gpus=gpus, name=run.relpath)
         refs[options.remote(threads, _task_args(run, path.resolve()))] = (run, path)
@@ -663,6 +710,7 @@ def calibrate(runs: list[RunSpec], out: Path, folder: Path) -> dict[str, Rate | 
         first.setdefault(run.agent, run)
     rates: dict[str, Rate | str] = {}
     calibrated: dict[str, Path] = {}  # agent -> its larger calibration run
+    owner = {run.relpath: run.agent for run in runs}
     previous = os.environ.get(PROGRESS_VARIABLE)
     os.environ[PROGRESS_VARIABLE] = "0"
     try:
@@ -675,7 +723,7 @@ def calibrate(runs: list[RunSpec], out: Path, folder: Path) -> dict[str, Rate | 
             entry.load()  # imports (torch, SB3, ...) are not part of a run's cost
             config = run.config
             for need in run.needs:  # read the calibration run, or the finished run itself
-                agent = need.split("/")[0]
+                agent = owner.get(need, need)
                 if agent in calibrated:
                     config = _replace(config, str((out / need).resolve()), str(calibrated[agent]))
                 elif run_status(out / need) != "done":
@@ -736,7 +784,8 @@ def plan_experiment(
     rates |= {agent: "no budget key known for its kind" for agent in unknown}
     missing = [r for r in todo if r.agent not in rates]
     # agents whose runs the missing ones read, and that are not finished: calibrated too
-    needed = {n.split("/")[0] for r in missing for n in r.needs if run_status(out / n) != "done"}
+    owner = {r.relpath: r.agent for r in runs}
+    needed = {owner[n] for r in missing for n in r.needs if run_status(out / n) != "done"}
     missing += [r for r in runs if r.agent in needed and r not in missing]
     if missing:
         prepare_datasets(missing, progress=False)

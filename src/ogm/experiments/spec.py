@@ -32,6 +32,11 @@ Config values merge in this order, later winning (tables merge key by key): ``co
 ``dataset`` and ``seed``, which agents may not set themselves. Dotted keys (``"model.n_layer"``)
 reach into nested config tables.
 
+``[environment]`` may sweep the environment's options too: ``sweep = { k = [1, 2, 3] }``
+(the cartesian product when it names several). Every point of it is one environment, in which
+the whole grid of agents runs again: its runs lie under a folder per point (``k=3/``), the
+dataset is collected in that environment, and ``"@agent"`` references stay within the point.
+
 An optional ``[resources]`` table (``cpus``, ``gpus``, and a ``[resources.<kind>]`` table per
 agent kind) says what each run reserves on a Ray cluster (docs/cluster.md).
 """
@@ -40,11 +45,10 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import math
 import re
 import sys
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,7 +65,7 @@ from pydantic import (
 )
 
 from ogm.data.recipe import DatasetRecipe
-from ogm.envs import check_event
+from ogm.envs import check_env, check_event
 from ogm.experiments import registry
 from ogm.limits import MAX_SEEDS
 from ogm.train.config import ConfigError, apply_overrides
@@ -79,13 +83,69 @@ class ExperimentError(ValueError):
     """An experiment that cannot be read or run; the message names the file, line and field."""
 
 
+def _non_empty(sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """A sweep table whose every list holds values."""
+    for key, values in sweep.items():
+        if not values:
+            raise ValueError(f"sweep list {key!r} is empty")
+    return sweep
+
+
+def grid(sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every point of a sweep table (the cartesian product of its lists, the first key
+    varying slowest); ``[{}]`` for an empty table."""
+    keys = list(sweep)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*sweep.values())]
+
+
 class EnvironmentSpec(BaseModel):
-    """The environment every agent of the experiment acts in."""
+    """The environment every agent of the experiment acts in: ``env_id`` with ``kwargs``,
+    and optionally a ``sweep`` of its options, each point of which is one environment."""
 
     model_config = ConfigDict(extra="forbid")
 
     env_id: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("sweep")
+    @classmethod
+    def _valid_points(
+        cls, sweep: dict[str, list[Any]], info: ValidationInfo
+    ) -> dict[str, list[Any]]:
+        """Every point must name its own folder and build the environment (gridworld options
+        are checked here, by building each level; other Gymnasium envs check theirs when made)."""
+        _non_empty(sweep)
+        for key, values in sweep.items():
+            labels = [_value_label(v) for v in values]
+            repeated = sorted({label for label in labels if labels.count(label) > 1})
+            if repeated:
+                raise ValueError(
+                    f"sweep list {key!r} gives the folder name {key}={repeated[0]} to more than "
+                    f"one value ({values}); its values must differ"
+                )
+        kwargs = info.data.get("kwargs", {})
+        both = sorted(set(sweep) & set(kwargs))
+        if both:
+            raise ValueError(
+                f"sweep sets {both}, which kwargs sets too (each point would replace it); "
+                "keep one of them (environment.sweep={} drops the sweep)"
+            )
+        if sweep and "env_id" in info.data:
+            for point in grid(sweep):
+                try:
+                    check_env(info.data["env_id"], {**kwargs, **point})
+                except ValueError as err:
+                    raise ValueError(f"environment point {env_point_name(point)}: {err}") from None
+        return sweep
+
+    def points(self) -> list[dict[str, Any]]:
+        """The environment points, each the options its sweep sets (``[{}]`` without one)."""
+        return grid(self.sweep)
+
+    def kwargs_at(self, point: dict[str, Any]) -> dict[str, Any]:
+        """The environment's options at one of its points."""
+        return {**self.kwargs, **point}
 
 
 DatasetSpec = create_model(
@@ -126,13 +186,7 @@ class AgentSpec(BaseModel):
         registry.get(kind)
         return kind
 
-    @field_validator("sweep")
-    @classmethod
-    def _non_empty_lists(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        for key, values in sweep.items():
-            if not values:
-                raise ValueError(f"sweep list {key!r} is empty")
-        return sweep
+    _non_empty_lists = field_validator("sweep")(_non_empty)
 
     @model_validator(mode="after")
     def _no_reserved_keys(self) -> AgentSpec:
@@ -309,9 +363,14 @@ class ExperimentSpec(BaseModel):
         return self
 
 
+def run_relpath(variant: str, seed: int) -> str:
+    """Where the run of ``variant`` with ``seed`` lives under the experiment's output folder."""
+    return f"{variant}/seed_{seed}"
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the grid: a variant of an agent with one seed."""
+    """One run of the grid: a variant of an agent with one seed, in one environment point."""
 
     variant: str
     agent: str
@@ -319,11 +378,12 @@ class RunSpec:
     seed: int
     config: dict[str, Any]
     needs: tuple[str, ...] = ()  # relpaths of the runs this one reads (``"@agent"`` values)
+    env_point: dict[str, Any] = field(default_factory=dict)  # the options [environment] sweeps
 
     @property
     def relpath(self) -> str:
         """Where the run lives under the experiment's output folder."""
-        return f"{self.variant}/seed_{self.seed}"
+        return run_relpath(self.variant, self.seed)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -473,10 +533,21 @@ def _value_label(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "-", text).strip("-")
 
 
-def variant_name(agent: str, point: dict[str, Any]) -> str:
-    """A readable folder name for an agent and one sweep point, e.g. ``ogm__demo_fraction=0.5``."""
-    parts = [agent] + [f"{key.split('.')[-1]}={_value_label(v)}" for key, v in point.items()]
-    return "__".join(parts)
+def _settings(point: dict[str, Any]) -> list[str]:
+    return [f"{key.split('.')[-1]}={_value_label(v)}" for key, v in point.items()]
+
+
+def env_point_name(env_point: dict[str, Any]) -> str:
+    """The folder of one environment point, e.g. ``k=3`` or ``k=3__slip=0.1``."""
+    return "__".join(_settings(env_point))
+
+
+def variant_name(agent: str, point: dict[str, Any], env_point: dict[str, Any] | None = None) -> str:
+    """A readable folder name for an agent and one sweep point, e.g. ``ogm__demo_fraction=0.5``,
+    inside the folder of its environment point when the environment is swept
+    (``k=3/ogm__demo_fraction=0.5``)."""
+    name = "__".join([agent, *_settings(point)])
+    return f"{env_point_name(env_point)}/{name}" if env_point else name
 
 
 def _merge(values: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
@@ -496,68 +567,68 @@ def _merge(values: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
 def expand(
     spec: ExperimentSpec, source: str = "<experiment>", out: Path | None = None
 ) -> list[RunSpec]:
-    """Every run of the experiment (variants x seeds), each config validated by its kind.
+    """Every run of the experiment (environment points x variants x seeds, in that order),
+    each config validated by its kind.
 
     A config value ``"@name"`` becomes the run directory of agent ``name`` with the same seed
-    (absolute, under ``out``; relative to it when ``out`` is None), and the run *needs* that
-    one: the runner runs it first. Errors name the agent, the variant and each bad field.
+    and environment point (absolute, under ``out``; relative to it when ``out`` is None), and
+    the run *needs* that one: the runner runs it first. Errors name the agent, the variant
+    and each bad field.
     """
-    shared: dict[str, Any] = {
-        "env_id": spec.environment.env_id,
-        "env_kwargs": spec.environment.kwargs,
-    }
-    if spec.dataset is not None:
-        shared["dataset"] = {
-            "env_id": spec.environment.env_id,
-            "env_kwargs": spec.environment.kwargs,
-            **spec.dataset.model_dump(),
-        }
     runs, seen = [], set()
     problems: dict[tuple[str, str], list[str]] = {}  # (agent, problem) -> variants with it
-    for index, agent in enumerate(spec.agents):
-        config_cls, _ = registry.get(agent.kind).load()
-        base = _merge(_merge(spec.common, spec.budgets.get(agent.kind, {})), agent.config)
-        keys = list(agent.sweep)
-        variants = list(itertools.product(*(agent.sweep[k] for k in keys)))
-        for values in variants:
-            point = dict(zip(keys, values, strict=True))
-            name = variant_name(agent.name, point)
-            if name in seen:
-                problem = f"  agents[{index}] ({agent.name}): variant name {name} repeats"
-                problems.setdefault((agent.name, problem), [])
-            seen.add(name)
-            for seed in spec.seeds:
-                needs = {target: f"{target}/seed_{seed}" for target in _references([base, point])}
-                paths = {
-                    target: str((out / relpath).resolve()) if out is not None else relpath
-                    for target, relpath in needs.items()
-                }
-                data = {**_resolve(_merge(base, point), paths), **shared, "seed": seed}
-                try:
-                    config = config_cls.model_validate(data)
-                except ValidationError as err:
-                    for error in err.errors():
-                        problem = (
-                            f"  agents[{index}] ({agent.name}): {_format_loc(tuple(error['loc']))}"
-                            f": {error_message(config_cls, error)}"
+    env_points = spec.environment.points()
+    for env_point in env_points:
+        env_kwargs = spec.environment.kwargs_at(env_point)
+        shared: dict[str, Any] = {"env_id": spec.environment.env_id, "env_kwargs": env_kwargs}
+        if spec.dataset is not None:
+            shared["dataset"] = {**shared, **spec.dataset.model_dump()}
+        for index, agent in enumerate(spec.agents):
+            config_cls, _ = registry.get(agent.kind).load()
+            base = _merge(_merge(spec.common, spec.budgets.get(agent.kind, {})), agent.config)
+            for point in grid(agent.sweep):
+                name = variant_name(agent.name, point, env_point)
+                if name in seen:
+                    problem = f"  agents[{index}] ({agent.name}): variant name {name} repeats"
+                    problems.setdefault((agent.name, problem), [])
+                seen.add(name)
+                for seed in spec.seeds:
+                    needs = {
+                        target: run_relpath(variant_name(target, {}, env_point), seed)
+                        for target in _references([base, point])
+                    }
+                    paths = {
+                        target: str((out / relpath).resolve()) if out is not None else relpath
+                        for target, relpath in needs.items()
+                    }
+                    data = {**_resolve(_merge(base, point), paths), **shared, "seed": seed}
+                    try:
+                        config = config_cls.model_validate(data)
+                    except ValidationError as err:
+                        for error in err.errors():
+                            loc = _format_loc(tuple(error["loc"]))
+                            problem = (
+                                f"  agents[{index}] ({agent.name}): {loc}"
+                                f": {error_message(config_cls, error)}"
+                            )
+                            problems.setdefault((agent.name, problem), []).append(name)
+                        break
+                    runs.append(
+                        RunSpec(
+                            variant=name,
+                            agent=agent.name,
+                            kind=agent.kind,
+                            seed=seed,
+                            config=config.model_dump(mode="json"),
+                            needs=tuple(sorted(needs.values())),
+                            env_point=env_point,
                         )
-                        problems.setdefault((agent.name, problem), []).append(name)
-                    break
-                runs.append(
-                    RunSpec(
-                        variant=name,
-                        agent=agent.name,
-                        kind=agent.kind,
-                        seed=seed,
-                        config=config.model_dump(mode="json"),
-                        needs=tuple(sorted(needs.values())),
                     )
-                )
     if problems:
-        sweeps = {a.name: math.prod(len(v) for v in a.sweep.values()) for a in spec.agents}
+        variants = {a.name: len(grid(a.sweep)) * len(env_points) for a in spec.agents}
         lines = []
         for (agent, problem), names in problems.items():
-            some = names and len(names) < sweeps[agent]  # not every variant has it
+            some = names and len(names) < variants[agent]  # not every variant has it
             lines.append(problem + (f" (variants {', '.join(names)})" if some else ""))
         raise ExperimentError(
             f"invalid agent configs in {source}: " + "; ".join(line.strip() for line in lines)
@@ -574,7 +645,11 @@ __all__ = [
     "RunSpec",
     "builtin_names",
     "did_you_mean",
+    "env_point_name",
     "expand",
+    "grid",
     "load_experiment",
     "parse_experiment",
+    "run_relpath",
+    "variant_name",
 ]

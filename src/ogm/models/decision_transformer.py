@@ -19,8 +19,15 @@ causal, so
 Each token type has its own embedding; an optional timestep embedding is added to all
 three tokens of a step (``use_timesteps``; off in ODT, on in DT; the training code turns it
 on where a time limit cuts the demonstrations, see ``ogm.train.offline.build_model``);
-LayerNorm is applied to the stacked sequence; GPT blocks use causal attention through
-``F.scaled_dot_product_attention``.
+LayerNorm is applied to the stacked sequence; GPT blocks use causal attention, written out
+(explicit scores and softmax were faster than ``F.scaled_dot_product_attention``'s CPU path
+once padding needs a mask).
+
+Precision: ``set_precision("bf16")`` runs the matmuls and the convolution under bfloat16
+autocast, with float32 weights, attention softmax, heads' outputs and losses; on CPUs with
+AVX512-BF16 this made a training update 1.8x faster at gridworld size with the same
+learning curve (``docs/architecture.md``). Dropout draws its masks four elements per
+random number on CPU (:func:`dropout`), which made an update another 1.2x faster.
 
 The return token is where conditioning happens, and the linear embedding of DT and ODT,
 ``e(R) = w R + b``, fails there. Every token goes through LayerNorm,
@@ -54,8 +61,9 @@ seed each): finer differences between returns need the finer token.
 
 Observations are normalised inside the model with frozen buffers (``obs_mean``,
 ``obs_std``), so a checkpoint carries its normaliser. The observation encoder is chosen
-from the observation shape: a vector gets a linear layer; grid planes ``(C, H, W)`` get one
-3x3 convolution (16 channels: local features such as "agent next to a dry tomato") then a
+from the observation shape: a vector gets a linear layer; square image frames of at least
+36x36 pixels (Atari's 4 stacked 84x84 frames) the Nature-DQN convolutions; grid planes
+``(C, H, W)`` get one 3x3 convolution (16 channels: local features such as "agent next to a dry tomato") then a
 linear layer over the whole grid. A second convolution cost three times as much per update
 on gridworld sizes without doing better on the tomato_watering check; a plain
 flatten-linear encoder did worse there.
@@ -77,6 +85,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ogm.models.encoders import nature_cnn
+
+PRECISIONS = ("fp32", "bf16")
+MIN_FRAME = 36  # square observations this large are images: the smallest the Nature CNN takes
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # ODT's bounds on the Gaussian policy's log-std
 ACTION_EPS = 1e-6  # target actions are clamped this far inside the bounds (ODT)
 
@@ -116,6 +128,8 @@ class DTConfig:
             )
         if self.act_dim < 1:
             raise ValueError(f"act_dim must be >= 1, got {self.act_dim}")
+        if self.n_layer < 1:
+            raise ValueError(f"n_layer must be >= 1, got {self.n_layer}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if self.activation not in ("relu", "gelu"):
@@ -263,7 +277,42 @@ class DTOutput:
 # ----------------------------------------------------------------------------- blocks
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout (``F.dropout``); on CPU with a cheaper keep-mask.
+
+    torch draws CPU dropout masks one random number per element, which cost more than the
+    rest of a small DT's update together. Here each element compares a 16-bit uniform
+    integer with ``p * 2**16`` (so ``p`` is exact to 1.5e-5), four per 64-bit draw of the
+    default generator: the same distribution, so ``torch.manual_seed`` still fixes it.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    keep = words.view(torch.int16)[:n].view(x.shape) >= round(p * 2**16) - 2**15
+    return x * keep * (1.0 / (1.0 - p))
+
+
+class Dropout(nn.Module):
+    """:func:`dropout` as a layer."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
 class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention, written out: ``softmax(q k^T / sqrt(d)) v``.
+
+    Under bfloat16 autocast the two matmuls run in bfloat16 and the masked softmax in
+    float32 (it wants the range).
+    """
+
     def __init__(self, config: DTConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
@@ -271,21 +320,22 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.proj.residual = True  # scaled init (GPT-2)
         self.dropout = config.dropout
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        B, T, C = x.shape
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor, read: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``attn_mask``: True where a query (row) may attend to a key (column). ``read``:
+        the positions whose outputs are wanted (default all); the others are not computed."""
+        B, _, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(  # (B, nh, T, hs)
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=attn_mask is None,
-        )
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        if read is not None:
+            q, attn_mask = q[:, read], attn_mask[..., read, :]
+        q, k, v = (t.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))
+        weights = scores.float().masked_fill(~attn_mask, float("-inf")).softmax(dim=-1)
+        y = dropout(weights, self.dropout, self.training) @ v  # (B, nh, T_read, hs)
+        y = y.transpose(1, 2).reshape(B, -1, C)
         return self.resid_dropout(self.proj(y))
 
 
@@ -302,18 +352,26 @@ class Block(nn.Module):
         self.act = nn.ReLU() if config.activation == "relu" else nn.GELU()
         self.proj = nn.Linear(inner, config.n_embd)
         self.proj.residual = True
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), attn_mask)
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor, read: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The outputs at positions ``read`` (default all) of the sequence ``x``."""
+        update = self.attn(self.ln_1(x), attn_mask, read)
+        x = (x if read is None else x[:, read]) + update
         return x + self.dropout(self.proj(self.act(self.fc(self.ln_2(x)))))
 
 
 def make_obs_encoder(config: DTConfig) -> nn.Module:
-    """Linear for vectors; one 3x3 convolution, then linear, for grid planes (C, H, W)."""
+    """Linear for vectors; for grid planes (C, H, W) one 3x3 convolution, then linear; for
+    square image frames of at least ``MIN_FRAME`` pixels (Atari's 84x84 stacks), the
+    Nature-DQN convolutions (:func:`ogm.models.encoders.nature_cnn`)."""
     if len(config.obs_shape) == 1:
         return nn.Linear(config.obs_shape[0], config.n_embd)
     c, h, w = config.obs_shape
+    if h == w >= MIN_FRAME:
+        return nature_cnn(c, config.n_embd, frame=h)
     width = config.conv_channels
     return nn.Sequential(
         nn.Conv2d(c, width, 3, padding=1),
@@ -361,7 +419,7 @@ class DecisionTransformer(nn.Module):
             self.embed_action = nn.Linear(config.act_dim, C)
         self.embed_timestep = nn.Embedding(config.max_ep_len, C) if config.use_timesteps else None
         self.ln_in = nn.LayerNorm(C)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(C)
         self.action_head = nn.Linear(C, config.act_dim * (1 if config.discrete else 2))
@@ -374,8 +432,25 @@ class DecisionTransformer(nn.Module):
         if not config.discrete:
             self.register_buffer("action_low", torch.tensor(config.action_low))
             self.register_buffer("action_high", torch.tensor(config.action_high))
+        T = 3 * config.context_len
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        self.register_buffer("causal_mask", causal, persistent=False)
         self.apply(self._init_weights)
         self.embed_return.spread_hinges()
+        self.precision = "fp32"  # or "bf16": see set_precision
+
+    def set_precision(self, precision: str) -> DecisionTransformer:
+        """Compute in ``"fp32"`` or ``"bf16"`` (bfloat16 autocast: matmuls and convolutions
+        in bfloat16, weights, attention scores, softmaxes, losses and the optimiser in
+        float32). A run picks it from its config (``precision``); it is not part of the
+        architecture, so checkpoints do not store it."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        return self
+
+    def _autocast(self, device: torch.device) -> torch.autocast:
+        return torch.autocast(device.type, torch.bfloat16, enabled=self.precision == "bf16")
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear | nn.Embedding | nn.Conv2d):
@@ -401,6 +476,30 @@ class DecisionTransformer(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def embed(
+        self,
+        returns_to_go: torch.Tensor,  # (B, K, 1) unscaled
+        observations: torch.Tensor,  # (B, K, *obs_shape)
+        actions: torch.Tensor,  # (B, K) long or (B, K, A) float
+        timesteps: torch.Tensor,  # (B, K) long
+    ) -> torch.Tensor:
+        """The three input tokens of every step, (B, K, 3, C): ``s_t, R_t, a_t``.
+
+        A step's tokens depend on that step alone, so an actor that keeps them can append
+        one step at a time (:class:`ogm.agents.DTActor`) instead of re-encoding its window.
+        """
+        cfg = self.config
+        B, K = observations.shape[:2]
+        with self._autocast(observations.device):
+            obs = (observations.float() - self.obs_mean) / self.obs_std
+            s = self.embed_obs(obs.reshape(B * K, *cfg.obs_shape)).view(B, K, -1)
+            r = self.embed_return(returns_to_go)
+            a = self.embed_action(actions.long() if cfg.discrete else actions.float())
+            if self.embed_timestep is not None:
+                t = self.embed_timestep(timesteps.clamp(0, cfg.max_ep_len - 1))
+                s, r, a = s + t, r + t, a + t
+            return torch.stack((s, r, a), dim=2).float()
+
     def forward(
         self,
         returns_to_go: torch.Tensor,  # (B, K, 1) unscaled
@@ -409,31 +508,38 @@ class DecisionTransformer(nn.Module):
         timesteps: torch.Tensor,  # (B, K) long
         mask: torch.Tensor | None = None,  # (B, K) bool, False at (left) padding
     ) -> DTOutput:
+        tokens = self.embed(returns_to_go, observations, actions, timesteps)
+        return self.forward_tokens(tokens, mask)
+
+    def forward_tokens(
+        self, tokens: torch.Tensor, mask: torch.Tensor | None = None, last_step_only: bool = False
+    ) -> DTOutput:
+        """The transformer and the heads on tokens from :meth:`embed` (B, K, 3, C).
+
+        ``last_step_only``: the outputs of the last step alone (batch shape (B, 1)), which is
+        what acting needs; the last block then computes two rows instead of ``2K``.
+        """
         cfg = self.config
-        B, K = observations.shape[:2]
-        obs = (observations.float() - self.obs_mean) / self.obs_std
-        s = self.embed_obs(obs.reshape(B * K, *cfg.obs_shape)).view(B, K, -1)  # (B, K, C)
-        r = self.embed_return(returns_to_go)  # (B, K, C)
-        a = self.embed_action(actions.long() if cfg.discrete else actions.float())  # (B, K, C)
-        if self.embed_timestep is not None:
-            t = self.embed_timestep(timesteps.clamp(0, cfg.max_ep_len - 1))
-            s, r, a = s + t, r + t, a + t
-        x = torch.stack((s, r, a), dim=2).reshape(B, 3 * K, -1)  # (B, 3K, C): s_0 R_0 a_0 s_1 ..
-        x = self.drop(self.ln_in(x))
-
-        attn_mask = None
+        B, K = tokens.shape[:2]
+        # causal, padded keys hidden; every token sees itself so padded rows are no NaN
+        attn_mask = self.causal_mask[: 3 * K, : 3 * K]
+        if attn_mask.shape[0] < 3 * K:  # an actor's context longer than training's
+            attn_mask = torch.ones(3 * K, 3 * K, dtype=torch.bool, device=tokens.device).tril()
         if mask is not None and not bool(mask.all()):
-            # causal, padded keys hidden; every token sees itself so padded rows are no NaN
             keys = mask.repeat_interleave(3, dim=1)  # (B, 3K)
-            causal = torch.ones(3 * K, 3 * K, dtype=torch.bool, device=x.device).tril()
-            eye = torch.eye(3 * K, dtype=torch.bool, device=x.device)
-            attn_mask = ((causal & keys[:, None, :]) | eye)[:, None]  # (B, 1, 3K, 3K)
-        for block in self.blocks:
-            x = block(x, attn_mask)
-        x = self.ln_f(x).view(B, K, 3, -1)  # (B, K, 3, C)
-
-        return_logits = self.return_head(x[:, :, 0])  # at s_t: (B, K, n_bins)
-        head = self.action_head(x[:, :, 1])  # at R_t: (B, K, A) or (B, K, 2A)
+            eye = torch.eye(3 * K, dtype=torch.bool, device=tokens.device)
+            attn_mask = ((attn_mask & keys[:, None, :]) | eye)[:, None]  # (B, 1, 3K, 3K)
+        with self._autocast(tokens.device):
+            x = tokens.reshape(B, 3 * K, -1)  # s_0 R_0 a_0 s_1 ...
+            x = self.drop(self.ln_in(x))
+            for block in self.blocks[:-1]:
+                x = block(x, attn_mask)
+            # the heads read the s and R tokens only: the last block skips the a tokens
+            read = torch.arange(3 * K, device=x.device).view(K, 3)[-1 if last_step_only else 0 :]
+            read = read[:, :2].reshape(-1)
+            x = self.ln_f(self.blocks[-1](x, attn_mask, read)).view(B, -1, 2, x.shape[-1])
+            return_logits = self.return_head(x[:, :, 0]).float()  # at s_t: (B, K, n_bins)
+            head = self.action_head(x[:, :, 1]).float()  # at R_t: (B, K, A) or (B, K, 2A)
         if cfg.discrete:
             policy: Policy = CategoricalPolicy(head)
         else:

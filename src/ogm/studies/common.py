@@ -59,7 +59,11 @@ def fit_dt(
     torch.manual_seed(config.seed)
     model = build_model(config, trajectories, action_space)
     optimizer, scheduler = make_optimizer(
-        model, config.learning_rate, config.weight_decay, config.warmup_steps
+        model,
+        config.learning_rate,
+        config.weight_decay,
+        config.warmup_steps,
+        kind=config.optimizer,
     )
     pool, rng = TrajectoryPool(trajectories), np.random.default_rng(config.seed)
     for _ in range(config.updates):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -50,6 +51,9 @@ class CommonConfig(BaseModel):
     # the environment; the others are evaluated once their training ends).
     eval_episodes: int = Field(20, ge=0, le=MAX_EVAL_EPISODES)
     eval_every: int = Field(10_000, gt=0, le=MAX_STEPS)
+    # Decision Transformer arithmetic: "auto" is bfloat16 autocast where the device computes
+    # bfloat16 natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs with bf16), else float32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     @field_validator("env_id")
     @classmethod
@@ -96,6 +100,38 @@ class CommonConfig(BaseModel):
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+    def torch_precision(self) -> str:
+        """``"bf16"`` or ``"fp32"``: ``precision`` with ``auto`` resolved for this device."""
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if native_bfloat16(self.torch_device()) else "fp32"
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 matmuls natively. Emulated bfloat16 (oneDNN on
+    older AVX-512 CPUs) is slower than float32, so only CPUs that list AVX512-BF16 or
+    AMX-BF16 (x86) or BF16 (Arm) among their features count."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return frozenset(flags)
 
 
 def _checkpoint_folder(path: str) -> str:

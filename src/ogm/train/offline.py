@@ -1,8 +1,8 @@
 """Offline training of the GM agent (agent kind ``dt``), then its evaluation.
 
 ``run(config, run_dir)`` loads the demonstrations, fits a :class:`DecisionTransformer` on
-segments of them (AdamW, linear warm-up, grad-norm clipping), checkpoints it, and finally
-evaluates it with the protocol every agent shares (:mod:`ogm.train.evaluation`; the
+segments of them (AdamW or LAMB, linear warm-up, grad-norm clipping), checkpoints it, and
+finally evaluates it with the protocol every agent shares (:mod:`ogm.train.evaluation`; the
 configured conditioning strategy picks the targets, its percentiles taken over the
 dataset's returns), at ``env_steps = 0``: the GM agent never acts while it learns. A run
 directory that already holds a checkpoint is resumed from it, with the same numbers as an
@@ -48,6 +48,7 @@ from ogm.limits import (
 from ogm.models.decision_transformer import DecisionTransformer, DTConfig, return_bin_edges_for
 from ogm.train import evaluation
 from ogm.train.config import CommonConfig
+from ogm.train.lamb import Lamb
 from ogm.train.progress import Progress
 from ogm.train.rundir import (
     Checkpoint,
@@ -89,6 +90,7 @@ class OfflineConfig(CommonConfig):
     # data, so that the return token sees values in [-1, 1] (see build_model)
     reward_scale: float | None = Field(None, gt=0.0, le=MAX_MAGNITUDE)
     # optimisation
+    optimizer: Literal["adamw", "lamb"] = "adamw"  # ODT: lamb (ogm.train.lamb)
     updates: int = Field(3000, ge=0, le=MAX_UPDATES)
     batch_size: int = Field(64, gt=0, le=MAX_BATCH)
     learning_rate: float = Field(1e-3, gt=0.0)
@@ -131,7 +133,12 @@ class OfflineConfig(CommonConfig):
                 f"n_layer={self.n_layer} and n_embd={self.n_embd} make a model of about "
                 f"{parameters:.2g} parameters, above the bound of {MAX_PARAMETERS:.0g}"
             )
-        steps = self.batch_size * max(self.context_len, self.eval_context_len or 0)
+        if (self.eval_context_len or 0) > self.context_len:
+            raise ValueError(
+                f"eval_context_len={self.eval_context_len} is longer than the context the model "
+                f"is trained on (context_len={self.context_len})"
+            )
+        steps = self.batch_size * self.context_len
         if steps > MAX_BATCH_STEPS:
             raise ValueError(
                 f"batch_size={self.batch_size} segments of context_len={self.context_len} "
@@ -318,18 +325,39 @@ def load_model_tensors(
 # ----------------------------------------------------------------------------- optimisation
 
 
+# The optimisers a config may name (its ``optimizer`` field)
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adamw": torch.optim.AdamW, "lamb": Lamb}
+
+
 def make_optimizer(
-    model: torch.nn.Module, learning_rate: float, weight_decay: float, warmup_steps: int
+    model: torch.nn.Module,
+    learning_rate: float,
+    weight_decay: float,
+    warmup_steps: int,
+    *,
+    kind: str = "adamw",
+    start_step: int = 0,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (weight decay on matrices only, as in nanoGPT) with linear warm-up."""
+    """The optimiser ``kind`` (AdamW or LAMB; weight decay on matrices only, as in nanoGPT)
+    with a linear warm-up: update ``k`` (from 0) runs at ``learning_rate * min(1, (k + 1) /
+    warmup_steps)``. ``start_step`` updates have already run under this schedule: ODT's
+    online phase continues the schedule of its pretraining."""
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {kind!r}")
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=learning_rate)
+    optimizer = OPTIMIZERS[kind](groups, lr=learning_rate)
+    for group in optimizer.param_groups:  # a scheduler started past step 0 needs it
+        group["initial_lr"] = learning_rate
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
+        optimizer,
+        lambda step: min(1.0, (step + 1) / max(1, warmup_steps)),
+        last_epoch=start_step - 1,
     )
     return optimizer, scheduler
 
@@ -489,8 +517,13 @@ def train(
     device = config.torch_device()
     torch.manual_seed(config.seed)
     model = build_model(config, trajectories, action_space).to(device)
+    model.set_precision(config.torch_precision())
     optimizer, scheduler = make_optimizer(
-        model, config.learning_rate, config.weight_decay, config.warmup_steps
+        model,
+        config.learning_rate,
+        config.weight_decay,
+        config.warmup_steps,
+        kind=config.optimizer,
     )
     rng = np.random.default_rng(config.seed)
     checkpoint = run.resume()

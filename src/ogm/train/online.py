@@ -11,9 +11,11 @@ Decision Transformer pretrained offline keeps training on its own trajectories. 
    entropy constraint: the loss has a ``- alpha * H`` term and ``alpha = exp(log_alpha)``
    follows the dual update ``min alpha * (H - target_entropy)`` with its own Adam.
 
-``preset = "odt"`` sets ODT's published settings (one episode then 300 updates per round,
-exploration at twice the evaluation target, ...: :data:`PRESETS`); fields set explicitly
-override it.
+``preset = "odt"`` sets ODT's published settings in both sections (model, LAMB with a
+10k-step warm-up that the online phase continues from pretraining, one episode then 300
+updates per round, exploration at twice the evaluation target, ...: :data:`PRESETS`), and
+on D4RL's MuJoCo and AntMaze environments its per-environment targets, reward scale and
+learning rates (:data:`ODT_ENVIRONMENTS`); fields set explicitly override it.
 
 On top of ODT, the controls of the essay "Safety considerations for online generative
 modeling", each a config field and each logged every round:
@@ -54,6 +56,7 @@ import copy
 import dataclasses
 import functools
 import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +94,8 @@ from ogm.train.progress import Progress
 from ogm.train.replay import ReplayBuffer
 from ogm.train.rundir import (
     RunDir,
+    RunDirError,
+    load_checkpoint,
     pack_state,
     set_torch_rng_state,
     torch_rng_state,
@@ -114,36 +119,132 @@ OfflineSection = create_model(
 )
 
 
-# ODT as published (Zheng, Zhang & Grover 2022; facebookresearch/online-dt), where its
-# settings apply at gridworld scale: every round is one new episode then 300 updates on
-# batches of 256, exploration at twice the evaluation target (ODT's online_rtg = 2 x
-# eval_rtg), one buffer of 1000 trajectories that starts with the demonstrations. Left
-# out: its 10k-step learning-rate warm-up (shared with pretraining there, while our online
-# optimiser is fresh), model sizes (the offline section's) and the number of rounds (budget).
-PRESETS: dict[str, dict[str, Any]] = {
+# ODT as published (Zheng, Zhang & Grover 2022; facebookresearch/online-dt main.py, its
+# defaults, which are Hopper's), per config section; docs/online.md gives each value's
+# source. One LAMB optimiser and one warm-up schedule serve both phases, as in ODT, where
+# the online phase continues the pretraining's (continue_optimizer). ODT has no return head
+# (return_coef 0) and learns its temperature from 0.1 during pretraining too (alpha 0.1,
+# held fixed offline). Per-environment values: ODT_ENVIRONMENTS.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "odt": {
-        "episodes_per_round": 1,
-        "updates_per_round": 300,
-        "batch_size": 256,
-        "learning_rate": 1e-4,
-        "weight_decay": 5e-4,
-        "grad_clip": 0.25,
-        "buffer_capacity": 1000,
-        "strategy": "odt:2",
-        "demo_fraction": None,
-        "entropy": True,
-        "init_temperature": 0.1,
-        "temperature_lr": 1e-4,
-        "max_kl_per_round": None,
+        "offline": {
+            "n_layer": 4,
+            "n_head": 4,
+            "n_embd": 512,  # MLP 4 x 512 = 2048
+            "dropout": 0.1,
+            "activation": "relu",
+            "context_len": 20,
+            "eval_context_len": 5,
+            "use_timesteps": False,
+            "updates": 5000,
+            "batch_size": 256,
+            "optimizer": "lamb",
+            "learning_rate": 1e-4,
+            "weight_decay": 5e-4,
+            "warmup_steps": 10_000,
+            "grad_clip": 0.25,
+            "alpha": 0.1,
+            "return_coef": 0.0,
+        },
+        "online": {
+            "episodes_per_round": 1,
+            "updates_per_round": 300,
+            "batch_size": 256,
+            "optimizer": "lamb",
+            "learning_rate": 1e-4,
+            "weight_decay": 5e-4,
+            "warmup_steps": 10_000,
+            "continue_optimizer": True,
+            "grad_clip": 0.25,
+            "buffer_capacity": 1000,
+            "strategy": "odt:2",
+            "demo_fraction": None,
+            "entropy": True,
+            "init_temperature": 0.1,
+            "temperature_lr": 1e-4,
+            "max_kl_per_round": None,
+        },
     }
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class OdtEnvironment:
+    """ODT's settings for one D4RL environment (its launch scripts, which copy the paper's
+    table). Exploration is at twice ``eval_rtg`` in all of them (the preset's ``odt:2``)."""
+
+    eval_rtg: float  # evaluation target, in the environment's reward units
+    reward_scale: float
+    learning_rate: float
+    weight_decay: float
+    pretrain_updates: int = 5000
+    n_embd: int = 512
+    replay_size: int = 1000  # trajectories
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """The values of the config sections these settings fix."""
+        target = f"fixed:{self.eval_rtg:g}"
+        shared = {"learning_rate": self.learning_rate, "weight_decay": self.weight_decay}
+        return {
+            "offline": {
+                **shared,
+                "n_embd": self.n_embd,
+                "updates": self.pretrain_updates,
+                "reward_scale": self.reward_scale,
+                "strategy": target,
+            },
+            "online": {**shared, "buffer_capacity": self.replay_size, "eval_strategy": target},
+        }
+
+
+# Keyed by the D4RL environment name; d4rl_environment() reads it off an env id.
+ODT_ENVIRONMENTS: dict[str, OdtEnvironment] = {
+    "hopper": OdtEnvironment(3600, 1e-3, 1e-4, 5e-4),
+    "walker2d": OdtEnvironment(5000, 1e-3, 1e-3, 1e-3, pretrain_updates=10_000),
+    "halfcheetah": OdtEnvironment(6000, 1e-3, 1e-4, 5e-4),
+    "antmaze": OdtEnvironment(
+        1, 1.0, 1e-3, 0.0, pretrain_updates=7000, n_embd=1024, replay_size=1500
+    ),
+}
+# (environment, D4RL dataset) pairs whose launch script departs from the environment's row;
+# the dataset is recognised by the last part of the config's dataset name
+ODT_DATASETS: dict[tuple[str, str], dict[str, Any]] = {
+    ("hopper", "medium-replay"): {"learning_rate": 2e-3, "weight_decay": 1e-4},
+}
+
+
+def d4rl_environment(env_id: str) -> str | None:
+    """The key of :data:`ODT_ENVIRONMENTS` that ``env_id`` names (a Gymnasium id such as
+    ``Hopper-v5`` or ``AntMaze_UMaze-v4``, or a D4RL one such as ``hopper-medium-v2``), or
+    None for any other environment."""
+    name = re.sub(r"[^a-z0-9]", "", env_id.rsplit("/", 1)[-1].lower())
+    return next((key for key in ODT_ENVIRONMENTS if name.startswith(key)), None)
+
+
+def preset_values(preset: str, env_id: str, dataset: Any = None) -> dict[str, dict[str, Any]]:
+    """The values ``preset`` gives the ``offline`` and ``online`` sections in ``env_id``,
+    trained on ``dataset`` (its name picks :data:`ODT_DATASETS`' rows). Outside the
+    environments of :data:`ODT_ENVIRONMENTS`, targets and reward scale stay data-derived."""
+    values = {name: dict(section) for name, section in PRESETS[preset].items()}
+    environment = d4rl_environment(env_id)
+    if preset != "odt" or environment is None:
+        return values
+    dataset_name = Path(dataset).name.lower().replace("_", "-") if isinstance(dataset, str) else ""
+    settings = ODT_ENVIRONMENTS[environment]
+    for (env, name), changes in ODT_DATASETS.items():
+        if env == environment and name in dataset_name:
+            settings = dataclasses.replace(settings, **changes)
+    for name, section in settings.sections().items():
+        values[name].update(section)
+    return values
 
 
 class OnlineSection(BaseModel):
     """Online finetuning (ODT) and the controls of the essay "Safety considerations for
     online generative modeling". Defaults follow ODT where it has one; ``preset = "odt"``
-    sets all of ODT's published settings that apply here (:data:`PRESETS`), and fields set
-    explicitly override the preset."""
+    sets ODT's published settings in this section and the ``offline`` one (applied by
+    :class:`OnlineConfig`, which knows the environment: :func:`preset_values`), and fields
+    set explicitly override the preset."""
 
     model_config = STRICT
 
@@ -153,9 +254,13 @@ class OnlineSection(BaseModel):
     episodes_per_round: int | None = Field(None, gt=0, le=MAX_EVAL_EPISODES)
     updates_per_round: int = Field(300, ge=0, le=MAX_UPDATES)  # ODT: 300
     batch_size: int = Field(64, gt=0, le=MAX_BATCH)  # ODT: 256
+    optimizer: Literal["adamw", "lamb"] = "adamw"  # ODT: lamb
     learning_rate: float = Field(1e-4, gt=0.0)  # ODT: 1e-4
     weight_decay: float = Field(5e-4, ge=0.0)  # ODT: 5e-4
-    warmup_steps: int = Field(0, ge=0, le=MAX_UPDATES)
+    warmup_steps: int = Field(0, ge=0, le=MAX_UPDATES)  # ODT: 10k, counted from pretraining
+    # Continue the pretraining optimiser: its moments and its schedule's step count (ODT
+    # keeps one optimiser and scheduler for both phases); False: a fresh optimiser
+    continue_optimizer: bool = False  # ODT: True
     grad_clip: float = Field(0.25, gt=0.0)  # ODT: 0.25
     buffer_capacity: int = Field(1000, gt=0, le=MAX_EPISODES)  # trajectories; ODT: 1000
     strategy: str = "percentile:95"  # exploration target; ODT: odt:2
@@ -173,14 +278,6 @@ class OnlineSection(BaseModel):
     kl_backtracks: int = Field(10, ge=0, le=60)  # halvings of a block that overshoots the cap
     probe_segments: int = Field(256, gt=0, le=MAX_BATCH)  # segments per KL probe
     checkpoint_every: int = Field(5, gt=0, le=MAX_ROUNDS)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
-        """The preset's values for every field the config does not set itself."""
-        if isinstance(data, dict) and data.get("preset") in PRESETS:
-            return {**PRESETS[data["preset"]], **data}
-        return data
 
     @field_validator("strategy")
     @classmethod
@@ -207,6 +304,35 @@ class OnlineConfig(CommonConfig):
     offline: OfflineSection = Field(default_factory=OfflineSection)  # type: ignore[valid-type]
     online: OnlineSection = Field(default_factory=OnlineSection)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """``online.preset``'s values (:func:`preset_values`) for every field of both
+        sections that the config does not set itself."""
+        if not isinstance(data, dict):
+            return data
+        sections = {name: _explicit(data.get(name)) for name in ("offline", "online")}
+        preset = sections["online"].get("preset")
+        if preset not in PRESETS:  # None, or a name OnlineSection rejects
+            return data
+        env_id = data.get("env_id", cls.model_fields["env_id"].default)
+        # an env_id of the wrong type is reported by its own field's validation
+        values = preset_values(
+            preset, env_id if isinstance(env_id, str) else "", data.get("dataset")
+        )
+        merged = {name: {**values[name], **sections[name]} for name in sections}
+        # a context set shorter than the preset's acting context: act on all of it
+        context, acting = (merged["offline"].get(k) for k in ("context_len", "eval_context_len"))
+        explicit = "eval_context_len" in sections["offline"]
+        if (
+            not explicit
+            and isinstance(context, int)
+            and isinstance(acting, int)
+            and context < acting
+        ):
+            merged["offline"]["eval_context_len"] = context
+        return {**data, **merged}
+
     @model_validator(mode="after")
     def _valid_offline(self) -> OnlineConfig:
         try:
@@ -223,6 +349,15 @@ class OnlineConfig(CommonConfig):
     @property
     def episodes_per_round(self) -> int:
         return self.online.episodes_per_round or self.num_envs
+
+
+def _explicit(section: Any) -> Any:
+    """The fields a config section (a dict, or an already validated section) sets itself."""
+    if section is None:
+        return {}
+    if isinstance(section, BaseModel):
+        return section.model_dump(exclude_unset=True)
+    return section
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -344,16 +479,36 @@ def policy_kl(p: Policy, q: Policy, mask: torch.Tensor) -> float:
 
 
 class Learner:
-    """The trainable state of the online phase: model, optimiser, temperature."""
+    """The trainable state of the online phase: model, optimiser, temperature.
+
+    ``pretraining``: the state of the optimiser that pretrained ``model`` and the number of
+    updates its schedule made (:func:`pretraining_optimizer`), continued as ODT does: the
+    moments carry over and the warm-up goes on from that step. The online section's
+    ``optimizer``, ``learning_rate``, ``weight_decay`` and ``warmup_steps`` still apply.
+    """
 
     def __init__(
-        self, model: DecisionTransformer, config: OnlineConfig, target_entropy: float
+        self,
+        model: DecisionTransformer,
+        config: OnlineConfig,
+        target_entropy: float,
+        pretraining: tuple[dict[str, Any], int] | None = None,
     ) -> None:
         cfg = config.online
         self.model = model
         self.optimizer, self.scheduler = offline.make_optimizer(
-            model, cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps
+            model,
+            cfg.learning_rate,
+            cfg.weight_decay,
+            cfg.warmup_steps,
+            kind=cfg.optimizer,
+            start_step=0 if pretraining is None else pretraining[1],
         )
+        if pretraining is not None:  # its moments, under this phase's hyperparameters
+            own_groups = self.optimizer.state_dict()["param_groups"]
+            self.optimizer.load_state_dict(
+                {"state": pretraining[0]["state"], "param_groups": own_groups}
+            )
         self.log_alpha = torch.tensor(math.log(cfg.init_temperature), requires_grad=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.temperature_lr)
         self.entropy = cfg.entropy
@@ -436,6 +591,7 @@ class RoundUpdates:
     kl: dict[str, float]  # KL(policy at the round's start || policy now), per probe
     capped: bool  # whether the cap stopped the round's updates
     block_fraction: float  # share of the overshooting block's step kept; NaN if not capped
+    policies: dict[str, Policy]  # the policy now on each probe (the next round starts there)
 
 
 def train_round(
@@ -446,18 +602,25 @@ def train_round(
     max_kl: float | None,
     block: int,
     backtracks: int,
+    known: dict[str, Policy] | None = None,
 ) -> RoundUpdates:
     """The round's updates, in blocks of ``block`` under the KL cap when set (module doc).
 
     ``sample()`` gives each batch and its number of demonstration segments; the stats of
-    each update hold its batch's ``demo_share``.
+    each update hold its batch's ``demo_share``. ``known``: the policy on some probes
+    already measured at the current parameters (the last round's ``policies``).
     """
-    start = {name: probe_policy(learner.model, probe) for name, probe in probes.items()}
+    known = known or {}
+    start = {
+        name: known[name] if name in known else probe_policy(learner.model, probe)
+        for name, probe in probes.items()
+    }
+    now: dict[str, Policy] = {}
 
     def kl() -> dict[str, float]:
+        now.update({name: probe_policy(learner.model, probe) for name, probe in probes.items()})
         return {
-            name: policy_kl(start[name], probe_policy(learner.model, probe), probe.mask)
-            for name, probe in probes.items()
+            name: policy_kl(start[name], now[name], probe.mask) for name, probe in probes.items()
         }
 
     def fits() -> bool:
@@ -472,9 +635,9 @@ def train_round(
             stats.append({**learner.update(batch), "demo_share": n_demo / len(batch)})
         if saved is not None and not fits():
             fraction = learner.scale_back(saved, fits, backtracks)
-            return RoundUpdates(kept, kl(), True, fraction)
+            return RoundUpdates(kept, kl(), True, fraction, now)
         kept += stats
-    return RoundUpdates(kept, kl(), False, math.nan)
+    return RoundUpdates(kept, kl(), False, math.nan, now)
 
 
 def mean_stats(stats: list[dict[str, float]], keys: tuple[str, ...]) -> dict[str, float]:
@@ -500,6 +663,22 @@ def _model_from(
     }
     offline.load_model_tensors(model, stored, where)
     return model
+
+
+def pretraining_optimizer(config: OnlineConfig, run_dir: Path) -> tuple[dict[str, Any], int]:
+    """The state of the optimiser that pretrained the offline policy and the number of
+    updates its learning-rate schedule made, from the checkpoint the policy came from
+    (``pretrained``, else ``<run_dir>/offline``): what ``continue_optimizer`` continues."""
+    source = Path(config.pretrained) if config.pretrained is not None else run_dir / "offline"
+    checkpoint = load_checkpoint(source)
+    if not {"optimizer", "scheduler"} <= set(checkpoint.state):
+        raise RunDirError(
+            f"checkpoint {checkpoint.path} holds no optimiser state to continue; set "
+            "online.continue_optimizer = false to start a fresh optimiser"
+        )
+    with checkpoint.restoring():
+        state = unpack_state(checkpoint.state["optimizer"], checkpoint.tensors)
+        return state, int(checkpoint.state["scheduler"]["last_epoch"])
 
 
 def evaluation_target(config: OnlineConfig) -> str:
@@ -592,6 +771,8 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 )
                 stored_entropy = float(checkpoint.state["target_entropy"])
         model, reference = model.to(device), reference.to(device)
+        model.set_precision(config.torch_precision())
+        reference.set_precision(config.torch_precision())
         K = model.config.context_len
         demo_pool = TrajectoryPool(demos)
         demo_probe = demo_pool.sample(
@@ -607,7 +788,13 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             else stored_entropy
         )
         torch.manual_seed(config.seed)
-        learner = Learner(model, config, entropy_target)
+        continued = cfg.continue_optimizer and checkpoint is None  # a resume restores its own
+        learner = Learner(
+            model,
+            config,
+            entropy_target,
+            pretraining_optimizer(config, run_dir) if continued else None,
+        )
         rng = np.random.default_rng([config.seed, TRAIN])
         eval_strategy = make_strategy(evaluation_target(config))
         strategy = make_strategy(cfg.strategy, base=eval_strategy)  # odt:m multiplies it
@@ -618,6 +805,7 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
         )
         round_, env_steps, episodes = 0, 0, 0
         final_eval: dict[str, float] = {}
+        demo_now: Policy | None = None  # the policy on the demo probe, once a round measured it
         if checkpoint is None:
             for s in (strategy, eval_strategy):
                 s.observe([t.ret for t in demos])
@@ -702,7 +890,9 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 "temperature": learner.alpha,
                 "target_entropy": learner.target_entropy,
                 "kl_offline_demo": policy_kl(
-                    offline_policy, probe_policy(model, demo_probe), demo_probe.mask
+                    offline_policy,
+                    probe_policy(model, demo_probe) if demo_now is None else demo_now,
+                    demo_probe.mask,
                 ),
                 "demo_fraction": math.nan if cfg.demo_fraction is None else cfg.demo_fraction,
                 "buffer_demo": composition["demo"],
@@ -773,7 +963,9 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 cfg.max_kl_per_round,
                 cfg.kl_check_every,
                 cfg.kl_backtracks,
+                known={} if demo_now is None else {"demo": demo_now},
             )
+            demo_now = done.policies["demo"]
             values = {
                 **mean_stats(done.stats, ROUND_STATS),
                 "updates_kept": len(done.stats),
@@ -783,7 +975,7 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 "kl_prev_online": done.kl["online"],
                 "kl_offline_online": policy_kl(
                     probe_policy(reference, online_probe),
-                    probe_policy(model, online_probe),
+                    done.policies["online"],
                     online_probe.mask,
                 ),
                 "online_return": float(np.mean(returns)),

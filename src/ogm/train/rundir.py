@@ -2,7 +2,8 @@
 
 Layout of a run directory::
 
-    run.json          kind, resolved config, seed, package and code versions, status
+    run.json          kind, resolved config, seed, package and code versions, compute
+                      settings (torch threads, resolved precision), status
     episodes.csv      one row per episode (schema in docs/architecture.md)
     rounds.csv        one row per round or update block (free columns)
     tb/               TensorBoard events
@@ -77,6 +78,18 @@ class RunDirError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- versions
+
+
+def compute_settings(config: Any) -> dict[str, Any]:
+    """What decides a run's float arithmetic beyond its config: torch's thread count and
+    the precision ``auto`` resolved to on this machine."""
+    import torch
+
+    resolve = getattr(config, "torch_precision", None)
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "precision": resolve() if callable(resolve) else None,
+    }
 
 
 def package_versions() -> dict[str, str]:
@@ -657,6 +670,7 @@ class RunDir:
             "config": _json_ready(config),
             "versions": package_versions(),
             "code_version": code_version(),
+            "compute": compute_settings(config),
             "status": "running",
             "created": _now(),
         }
