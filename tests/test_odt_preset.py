@@ -15,6 +15,7 @@ import torch
 from ogm.agents.conditioning import make_strategy
 from ogm.data import Trajectory, write_dataset
 from ogm.train import online
+from ogm.train.config import ConfigError, validate_config
 from ogm.train.lamb import Lamb
 from ogm.train.offline import load_model, make_optimizer
 from ogm.train.online import (
@@ -284,3 +285,12 @@ def _returns_to_go(dataset: Path) -> np.ndarray:
     from ogm.data.dataset import load_trajectories
 
     return np.concatenate([t.returns_to_go() for t in load_trajectories(dataset)])
+
+
+@pytest.mark.parametrize("sections", [{"online": 0}, {"offline": "x", "online": {"preset": "odt"}}])
+def test_a_section_of_the_wrong_type_is_named_not_a_crash(sections):
+    """The preset is applied before the sections are validated: a section that is not a
+    table reaches its own field's validation, which names it."""
+    name = next(k for k, v in sections.items() if not isinstance(v, dict))
+    with pytest.raises(ConfigError, match=rf"{name}: Input should be a valid dictionary"):
+        validate_config(OnlineConfig, {"env_id": "ogm/TomatoWatering-v0", **sections})

@@ -312,6 +312,8 @@ class OnlineConfig(CommonConfig):
         if not isinstance(data, dict):
             return data
         sections = {name: _explicit(data.get(name)) for name in ("offline", "online")}
+        if not all(isinstance(section, dict) for section in sections.values()):
+            return data  # a section of the wrong type: its own field's validation says so
         preset = sections["online"].get("preset")
         if preset not in PRESETS:  # None, or a name OnlineSection rejects
             return data
