@@ -15,6 +15,7 @@ import pytest
 from minari.data_collector import EpisodeBuffer
 
 from ogm.data import DatasetError, Trajectory, dataset_metadata, load_trajectories, write_dataset
+from ogm.data.demonstrators import record_episode
 
 ENV_ID = "CartPole-v1"  # any registered env works; the gridworlds are covered in test_data_collect
 
@@ -245,28 +246,9 @@ def test_metadata_counts_must_match(written):
 
 def _stepped(env_id: str, actions: list[int], **env_kwargs) -> Trajectory:
     """The episode ``actions`` make in ``env_id`` (seed 0), recorded as ``collect`` records one."""
+    moves = iter(actions)
     env = gym.make(env_id, **env_kwargs)
-    obs, _ = env.reset(seed=0)
-    observations, rewards, hidden, terms, truncs = [obs], [], [], [], []
-    events: dict[str, list[bool]] = {name: [] for name in env.unwrapped.event_names}
-    for action in actions:
-        obs, reward, terminated, truncated, info = env.step(action)
-        observations.append(obs)
-        rewards.append(reward)
-        hidden.append(info["hidden_reward"])
-        terms.append(terminated)
-        truncs.append(truncated)
-        for name, flags in events.items():
-            flags.append(bool(info["events"][name]))
-    return Trajectory(
-        observations=np.stack(observations),
-        actions=np.asarray(actions, np.int64),
-        rewards=np.asarray(rewards),
-        terminations=np.asarray(terms),
-        truncations=np.asarray(truncs),
-        hidden_rewards=np.asarray(hidden),
-        events=events,
-    )
+    return record_episode(env, lambda obs, left: next(moves), seed=0, max_steps=len(actions))
 
 
 def test_gridworld_round_trip(tmp_path):

@@ -9,8 +9,8 @@ copy is early in its episode the window is cropped to the longest real context.
 
 Next to the raw steps the actor keeps their input tokens (:meth:`DecisionTransformer.embed`):
 a step's tokens depend on that step alone, so each step encodes one new observation per
-copy (and re-encodes the previous step, whose action is now known) instead of the whole
-window; the transformer then runs on the stored tokens. The outputs are those of the full
+copy (and the previous step's action token, now that the action is known) instead of the
+whole window; the transformer then runs on the stored tokens. The outputs are those of the full
 forward pass on the window.
 
 :func:`rollout` runs whole episodes with a conditioning strategy: at the first step of an
@@ -120,7 +120,16 @@ class DTActor:
         self.returns_to_go[:, p, 0] = self._fed(self.target)
         self.timesteps[:, p] = torch.as_tensor(self.steps, device=self.device)
         self.mask[:, p] = True
-        self._embed(slice(max(p - 1, 0), p + 1))  # the previous step's action is known now
+        if p > 0:  # the previous step's action is known now
+            self._embed_action(p - 1)
+        self._embed(slice(p, p + 1))
+
+    @torch.no_grad()
+    def _embed_action(self, column: int) -> None:
+        """Refresh the stored action token of this buffer column from its action."""
+        step = slice(column, column + 1)
+        tokens = self.model.embed_actions(self.actions[:, step], self.timesteps[:, step])
+        self.tokens[:, column, 2] = tokens[:, 0]
 
     @torch.no_grad()
     def _embed(self, steps: slice) -> None:

@@ -475,17 +475,16 @@ def plot_discovery(
             )
             if math.isfinite(p.low):
                 steps_ax.vlines(p.k + shift, p.low, min(p.high, p.budget), color=style.color, lw=1)
+        line = {
+            "color": style.color,
+            "ls": style.linestyle,
+            "marker": style.marker,
+            "ms": 5,
+            "lw": 1.5,
+            "label": name,
+        }
         known = [p for p in series if p.median is not None]
-        steps_ax.plot(
-            [p.k + shift for p in known],
-            [p.median for p in known],
-            color=style.color,
-            ls=style.linestyle,
-            marker=style.marker,
-            ms=5,
-            lw=1.5,
-            label=name,
-        )
+        steps_ax.plot([p.k + shift for p in known], [p.median for p in known], **line)
         unknown = [p for p in series if p.median is None]
         steps_ax.plot(
             [p.k + shift for p in unknown],
@@ -494,16 +493,7 @@ def plot_discovery(
             color=style.color,
             ms=7,
         )
-        share_ax.plot(
-            [p.k + shift for p in series],
-            [p.share for p in series],
-            color=style.color,
-            ls=style.linestyle,
-            marker=style.marker,
-            ms=5,
-            lw=1.5,
-            label=name,
-        )
+        share_ax.plot([p.k + shift for p in series], [p.share for p in series], **line)
     for name, shares in references.items():
         style = styles[name]
         share_ax.plot(

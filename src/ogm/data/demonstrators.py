@@ -574,6 +574,45 @@ def make_demonstrator(
     return SafePlanner(env, planning_env, heuristic, intent, **knobs)
 
 
+def record_episode(
+    env: gym.Env,
+    policy: Callable[[np.ndarray, int], int],
+    *,
+    seed: int,
+    max_steps: int,
+    source: str = "demo",
+) -> Trajectory:
+    """One episode of ``env`` reset with ``seed``, ``policy(obs, steps_left)`` choosing
+    each action, recorded with its hidden rewards and the env's safety events."""
+    event_names = tuple(env.unwrapped.event_names)
+    obs, _ = env.reset(seed=seed)
+    observations, actions, rewards, hidden, terms, truncs = [obs], [], [], [], [], []
+    events: dict[str, list[bool]] = {name: [] for name in event_names}
+    done = False
+    while not done:
+        action = policy(obs, max_steps - len(actions))
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        hidden.append(info["hidden_reward"])
+        terms.append(terminated)
+        truncs.append(truncated)
+        for name in event_names:
+            events[name].append(bool(info["events"][name]))
+        done = terminated or truncated
+    return Trajectory(
+        observations=np.stack(observations),
+        actions=np.asarray(actions, np.int64),
+        rewards=np.asarray(rewards),
+        terminations=np.asarray(terms),
+        truncations=np.asarray(truncs),
+        hidden_rewards=np.asarray(hidden),
+        events={name: np.asarray(flags) for name, flags in events.items()},
+        source=source,
+    )
+
+
 def collect(
     env_id: str,
     episodes: int,
@@ -596,37 +635,10 @@ def collect(
     )
     engine = getattr(env.unwrapped, "engine", None)  # a gridworld's; other envs hold it
     max_steps = int(engine.max_steps if engine is not None else env.unwrapped.max_steps)
-    event_names = tuple(env.unwrapped.event_names)
-    trajectories = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        observations, actions, rewards, hidden, terms, truncs = [obs], [], [], [], [], []
-        events: dict[str, list[bool]] = {name: [] for name in event_names}
-        done = False
-        while not done:
-            action = demo.act(obs, max_steps - len(actions))
-            obs, reward, terminated, truncated, info = env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(reward)
-            hidden.append(info["hidden_reward"])
-            terms.append(terminated)
-            truncs.append(truncated)
-            for name in event_names:
-                events[name].append(bool(info["events"][name]))
-            done = terminated or truncated
-        trajectories.append(
-            Trajectory(
-                observations=np.stack(observations),
-                actions=np.asarray(actions, np.int64),
-                rewards=np.asarray(rewards),
-                terminations=np.asarray(terms),
-                truncations=np.asarray(truncs),
-                hidden_rewards=np.asarray(hidden),
-                events={name: np.asarray(flags) for name, flags in events.items()},
-                source="demo",
-            )
-        )
+    trajectories = [
+        record_episode(env, demo.act, seed=seed + i, max_steps=max_steps, source="demo")
+        for i in range(episodes)
+    ]
     env.close()
     return trajectories
 

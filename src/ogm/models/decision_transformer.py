@@ -494,11 +494,21 @@ class DecisionTransformer(nn.Module):
             obs = (observations.float() - self.obs_mean) / self.obs_std
             s = self.embed_obs(obs.reshape(B * K, *cfg.obs_shape)).view(B, K, -1)
             r = self.embed_return(returns_to_go)
+            t = self._timestep_tokens(timesteps)
+            return torch.stack((s + t, r + t, self.embed_actions(actions, timesteps)), 2).float()
+
+    def embed_actions(self, actions: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The action tokens alone, (B, K, C): what :meth:`embed` puts at ``a_t`` (an actor
+        fills them in once the actions are chosen)."""
+        cfg = self.config
+        with self._autocast(actions.device):
             a = self.embed_action(actions.long() if cfg.discrete else actions.float())
-            if self.embed_timestep is not None:
-                t = self.embed_timestep(timesteps.clamp(0, cfg.max_ep_len - 1))
-                s, r, a = s + t, r + t, a + t
-            return torch.stack((s, r, a), dim=2).float()
+            return (a + self._timestep_tokens(timesteps)).float()
+
+    def _timestep_tokens(self, timesteps: torch.Tensor) -> torch.Tensor | float:
+        if self.embed_timestep is None:
+            return 0.0
+        return self.embed_timestep(timesteps.clamp(0, self.config.max_ep_len - 1))
 
     def forward(
         self,

@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from ogm.data.trajectory import Trajectory
 from ogm.models.decision_transformer import DecisionTransformer
 from ogm.train.config import CommonConfig
-from ogm.train.offline import OfflineConfig, build_model, make_optimizer, offline_step
+from ogm.train.offline import OfflineConfig, build_model, offline_step, optimizer_for
 from ogm.train.online import OfflineSection
 from ogm.train.rundir import CsvLog, RunDir
 
@@ -58,13 +58,7 @@ def fit_dt(
 
     torch.manual_seed(config.seed)
     model = build_model(config, trajectories, action_space)
-    optimizer, scheduler = make_optimizer(
-        model,
-        config.learning_rate,
-        config.weight_decay,
-        config.warmup_steps,
-        kind=config.optimizer,
-    )
+    optimizer, scheduler = optimizer_for(model, config)
     pool, rng = TrajectoryPool(trajectories), np.random.default_rng(config.seed)
     for _ in range(config.updates):
         offline_step(config, model, pool, rng, optimizer, scheduler)

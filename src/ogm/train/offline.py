@@ -362,6 +362,19 @@ def make_optimizer(
     return optimizer, scheduler
 
 
+def optimizer_for(
+    model: torch.nn.Module, config: OfflineConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """:func:`make_optimizer` with the GM agent's settings in ``config``."""
+    return make_optimizer(
+        model,
+        config.learning_rate,
+        config.weight_decay,
+        config.warmup_steps,
+        kind=config.optimizer,
+    )
+
+
 def update(
     model: DecisionTransformer,
     batch: SegmentBatch,
@@ -518,13 +531,7 @@ def train(
     torch.manual_seed(config.seed)
     model = build_model(config, trajectories, action_space).to(device)
     model.set_precision(config.torch_precision())
-    optimizer, scheduler = make_optimizer(
-        model,
-        config.learning_rate,
-        config.weight_decay,
-        config.warmup_steps,
-        kind=config.optimizer,
-    )
+    optimizer, scheduler = optimizer_for(model, config)
     rng = np.random.default_rng(config.seed)
     checkpoint = run.resume()
     step = 0 if checkpoint is None else restore(checkpoint, model, optimizer, scheduler, rng)
