@@ -175,7 +175,7 @@ sweep = { steps = [100, 200] }
 
 
 def test_dry_run_lists_the_runs_and_says_where_its_rates_come_from(tmp_path, monkeypatch):
-    monkeypatch.setitem(runner.BUDGET_KEYS, "nap", ("steps", "steps"))
+    monkeypatch.setitem(runner.BUDGET_KEYS, "nap", (("steps", "steps"),))
     (tmp_path / "naps.toml").write_text(NAPS)
     out = tmp_path / "out"
     code, output = ogm(

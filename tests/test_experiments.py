@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 import pytest
 
+from ogm.analysis.report import variant_labels
 from ogm.experiments import registry
 from ogm.experiments.runner import ERROR_FILE, run_experiment
 from ogm.experiments.spec import ExperimentError, builtin_names, expand, parse_experiment
@@ -128,6 +129,31 @@ def test_expand_builds_the_grid_with_readable_names_and_merged_configs():
     assert absolute.config["init"] == "/data/x/broken/seed_0"
 
 
+def test_a_list_of_sweep_tables_runs_the_union_of_their_grids_each_point_once():
+    one_at_a_time = EXPERIMENT.replace(
+        "sweep = { num_envs = [1, 2] }",
+        "sweep = [{ num_envs = [1, 2] }, { num_envs = [2, 3], sleep = [0.0] }, { num_envs = [1] }]",
+    )
+    spec = parse_experiment(one_at_a_time, overrides=["seeds=[0]"])
+    runs = [r for r in expand(spec) if r.agent == "fake"]
+    assert [r.variant for r in runs] == [
+        "fake__num_envs=1",
+        "fake__num_envs=2",
+        "fake__num_envs=2__sleep=0.0",
+        "fake__num_envs=3__sleep=0.0",
+    ]
+    assert [r.config["sleep"] for r in runs] == [0.15, 0.15, 0.0, 0.0]
+    experiment = {"spec": spec.model_dump(mode="json")}
+    labels = variant_labels([r.variant for r in runs], experiment)
+    assert labels["fake__num_envs=3__sleep=0.0"] == "fake num envs 3, sleep 0.0"
+    for bad, message in (
+        ("[{ num_envs = [1] }, { seed = [1] }]", r"sweep sets \['seed'\]"),
+        ("[{ num_envs = [1] }, { num_envs = [] }]", "sweep list 'num_envs' is empty"),
+    ):
+        with pytest.raises(ExperimentError, match=message):
+            parse_experiment(EXPERIMENT.replace("sweep = { num_envs = [1, 2] }", f"sweep = {bad}"))
+
+
 @pytest.mark.parametrize(
     ("reference", "problem"),
     [
@@ -231,16 +257,35 @@ def test_builtin_experiments_expand_into_valid_configs(tmp_path):
             assert all(need.endswith(f"/seed_{run.seed}") for need in run.needs)
         if name in full:
             variants = {r.variant: r for r in runs}
-            ogm = [r for r in variants.values() if r.kind == "odt"]
-            assert len(ogm) == 16  # 4 strategies x demo share x entropy on/off
-            assert {r.config["online"]["demo_fraction"] for r in ogm} == {0.0, 0.5}
-            assert {r.config["online"]["entropy"] for r in ogm} == {True, False}
-            assert {r.config["online"]["strategy"].split(":")[0] for r in ogm} == {
+            ogm = {r.variant: r.config["online"] for r in variants.values() if r.kind == "odt"}
+            controls = {"demo_fraction": 0.5, "entropy": True, "max_kl_per_round": None}
+            at_defaults = [c["strategy"] for c in ogm.values() if c.items() >= controls.items()]
+            assert [s.split(":")[0] for s in at_defaults] == [
                 "fixed",
                 "percentile",
                 "quantilizer",
                 "exp_tilted",
-            }
+                "odt",
+            ]
+            for key, value in (
+                ("demo_fraction", 0.0),
+                ("entropy", False),
+                ("max_kl_per_round", 0.002),
+            ):
+                changed = [c for c in ogm.values() if c[key] == value]  # this control alone
+                assert [c["strategy"] for c in changed] == ["quantilizer:0.1", "odt:2"]
+                assert all(c[k] == v for c in changed for k, v in controls.items() if k != key)
+            assert len(ogm) == 11 and len(spec.seeds) == 10
+            algos = sorted(r.config["algo"] for r in variants.values() if r.kind == "sb3")
+            assert algos == ["dqn", "ppo"]
+            budgets = [r.config["total_timesteps"] for r in runs if r.kind in ("sb3", "kl_ppo")]
+            budgets += [r.config["online"]["total_timesteps"] for r in runs if r.kind == "odt"]
+            assert set(budgets) == {64000}  # one clock: environment steps
+            assert sorted(r.config["n"] for r in variants.values() if r.kind == "best_of_n") == [
+                4,
+                16,
+                64,
+            ]
             assert sorted(r.config["beta"] for r in variants.values() if r.kind == "kl_ppo") == [
                 0.01,
                 0.1,
@@ -384,7 +429,7 @@ def test_runs_with_progress_under_another_config_are_an_error_saying_what_to_do(
 def test_dry_run_estimates_from_a_calibration_then_from_finished_runs(tmp_path, monkeypatch):
     from ogm.experiments import runner
 
-    monkeypatch.setitem(runner.BUDGET_KEYS, "fake", ("episodes", "episodes"))
+    monkeypatch.setitem(runner.BUDGET_KEYS, "fake", (("episodes", "episodes"),))
     spec = parse_experiment(SMALL.replace("episodes = 6, sleep", "episodes = 100, sleep"))
     out = tmp_path / "out"
     plan = runner.plan_experiment(spec, out, workers=1)
@@ -591,7 +636,7 @@ SMALL_SWEPT = SMALL.replace(
 def test_dry_run_of_an_environment_sweep_times_each_agent_once(tmp_path, monkeypatch):
     from ogm.experiments import runner
 
-    monkeypatch.setitem(runner.BUDGET_KEYS, "fake", ("episodes", "episodes"))
+    monkeypatch.setitem(runner.BUDGET_KEYS, "fake", (("episodes", "episodes"),))
     plan = runner.plan_experiment(parse_experiment(SMALL_SWEPT), tmp_path / "out", workers=1)
     assert [e.run.relpath for e in plan.estimates] == [
         "max_steps=20/base/seed_0",

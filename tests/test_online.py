@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import math
 
 import numpy as np
@@ -589,6 +590,23 @@ def test_train_online_from_a_pretrained_run_matches_inline_pretraining(fixed_tar
         app, ["train-online", "--pretrained", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]
     )
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_a_budget_in_environment_steps_ends_with_the_round_that_reaches_it(
+    fixed_target_run, tmp_path
+):
+    config, inline = fixed_target_run
+    online = {**config.online.model_dump(), "rounds": 5, "total_timesteps": 300}
+    budgeted = config.model_copy(
+        update={"pretrained": str(inline / "offline"), "online": type(config.online)(**online)}
+    )
+    run(budgeted, tmp_path / "odt")
+    info = json.loads((tmp_path / "odt" / "run.json").read_text())
+    # 2 episodes of 100 steps a round: 200 < 300, then 400 >= 300 ends the phase
+    assert (info["rounds"], info["env_steps"]) == (2, 400)
+    rounds = read_csv(tmp_path / "odt" / "rounds.csv")
+    assert rounds[-1]["eval_return_greedy"] not in ("", "nan")  # the last round is evaluated
+    assert load_checkpoint(tmp_path / "odt").step == 2  # and checkpointed
 
 
 def test_resume_of_a_finished_or_missing_run(fixed_target_run, tmp_path):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import itertools
 import json
 import re
 import shutil
@@ -180,13 +179,11 @@ def variant_labels(names: list[str], experiment: dict[str, Any] | None) -> dict[
     and sweep values (``ogm__demo_fraction=0.5`` -> ``OGM demos 50%``), with the
     environment point of a swept experiment after it (``k=3/gm`` -> ``GM (k 3)``); folders
     from elsewhere are read as ``agent__key=value``, and other paths keep their name."""
-    from ogm.experiments.spec import variant_name
+    from ogm.experiments.spec import grid, variant_name
 
     points: dict[str, tuple[str, dict[str, Any]]] = {}
     for agent in (experiment or {}).get("spec", {}).get("agents", []):
-        sweep = agent.get("sweep", {})
-        for values in itertools.product(*sweep.values()):
-            point = dict(zip(sweep, values, strict=True))
+        for point in grid(agent.get("sweep", {})):
             points[variant_name(agent["name"], point)] = (agent["name"], point)
     labels = {}
     for name in names:

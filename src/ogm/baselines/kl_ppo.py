@@ -292,7 +292,7 @@ class DTAgent(PolicyAgent):
         }
 
     def distribution(self, module: nn.Module, inputs: dict[str, torch.Tensor]) -> Policy:
-        return module(**inputs).policy[:, -1]
+        return module(**inputs, last_step_only=True).policy[:, -1]
 
     def finished(self, done: np.ndarray, trajectories: list[Trajectory]) -> list[float]:
         self.strategy.observe([t.ret for t in trajectories])

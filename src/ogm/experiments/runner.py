@@ -582,14 +582,15 @@ def run_experiment(
 
 # ----------------------------------------------------------------------------- cost estimates
 
-# Per agent kind: the config value that sets a run's budget (a dotted path) and its unit.
-BUDGET_KEYS: dict[str, tuple[str, str]] = {
-    "dt": ("updates", "updates"),
-    "odt": ("online.rounds", "rounds"),
-    "sb3": ("total_timesteps", "env steps"),
-    "kl_ppo": ("total_timesteps", "env steps"),
-    "bc": ("updates", "updates"),
-    "best_of_n": ("eval_episodes", "episodes"),
+# Per agent kind: the config values that set a run's budget (dotted paths, the first one
+# that is set wins) and their units.
+BUDGET_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "dt": (("updates", "updates"),),
+    "odt": (("online.total_timesteps", "env steps"), ("online.rounds", "rounds")),
+    "sb3": (("total_timesteps", "env steps"),),
+    "kl_ppo": (("total_timesteps", "env steps"),),
+    "bc": (("updates", "updates"),),
+    "best_of_n": (("eval_episodes", "episodes"),),
 }
 CALIBRATION_SHARES = (100, 10)  # calibration runs do about 1/100 and 1/10 of a budget
 
@@ -660,9 +661,16 @@ def _with(config: dict, dotted: str, value: Any) -> dict:
     return {**config, head: _with(config[head], rest, value) if rest else value}
 
 
+def budget_key(run: RunSpec) -> tuple[str, str] | None:
+    """The config value that sets a run's budget, and its unit (None for a kind without a
+    known budget key)."""
+    keys = BUDGET_KEYS.get(run.kind, ())
+    return next(((key, unit) for key, unit in keys if _get(run.config, key) is not None), None)
+
+
 def budget_of(run: RunSpec) -> tuple[float, str] | None:
     """A run's budget and its unit (None for a kind without a known budget key)."""
-    key = BUDGET_KEYS.get(run.kind)
+    key = budget_key(run)
     if key is None:
         return None
     return float(_get(run.config, key[0])), key[1]
@@ -715,7 +723,7 @@ def calibrate(runs: list[RunSpec], out: Path, folder: Path) -> dict[str, Rate | 
     os.environ[PROGRESS_VARIABLE] = "0"
     try:
         for run in sorted(first.values(), key=lambda r: bool(r.needs)):
-            key, unit = BUDGET_KEYS[run.kind]
+            key, unit = budget_key(run)
             full = int(_get(run.config, key))
             small = max(1, full // CALIBRATION_SHARES[0])
             large = max(min(full, 3 * small), full // CALIBRATION_SHARES[1])

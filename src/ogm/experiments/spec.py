@@ -2,8 +2,9 @@
 
 An experiment names one environment, one demonstration dataset, the seeds, per-kind budgets
 and the agents to compare. Each agent is a ``kind`` (see ``registry.AGENTS``) with config
-values; lists in its ``sweep`` table expand into a grid of variants. Every variant runs once
-per seed. Example::
+values; lists in its ``sweep`` table expand into a grid of variants (a list of such tables
+gives the union of their grids, for designs that vary one factor at a time instead of all
+at once). Every variant runs once per seed. Example::
 
     name = "tomato-watering-quick"
     seeds = [0, 1]                      # or a count: seeds = 2 means [0, 1]
@@ -91,11 +92,25 @@ def _non_empty(sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return sweep
 
 
-def grid(sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
+def grid(sweep: dict[str, list[Any]] | list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
     """Every point of a sweep table (the cartesian product of its lists, the first key
-    varying slowest); ``[{}]`` for an empty table."""
+    varying slowest); ``[{}]`` for an empty table. A list of tables gives their grids one
+    after the other, each point once."""
+    if isinstance(sweep, list):
+        points = [point for table in sweep for point in grid(table)]
+        return [p for i, p in enumerate(points) if p not in points[:i]] if sweep else [{}]
     keys = list(sweep)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*sweep.values())]
+
+
+Sweep = dict[str, list[Any]] | list[dict[str, list[Any]]]
+
+
+def _non_empty_sweep(sweep: Sweep) -> Sweep:
+    """A sweep table, or a list of them, whose every list holds values."""
+    for table in sweep if isinstance(sweep, list) else [sweep]:
+        _non_empty(table)
+    return sweep
 
 
 class EnvironmentSpec(BaseModel):
@@ -161,14 +176,16 @@ DatasetSpec = create_model(
 
 
 class AgentSpec(BaseModel):
-    """One agent to compare: a kind, config values and an optional sweep grid."""
+    """One agent to compare: a kind, config values and an optional sweep: a grid, or a list
+    of grids whose union is run (``[{strategy = [...]}, {strategy = [...], entropy = [false]}]``
+    varies the strategy at the default controls and, separately, turns entropy off)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     kind: str
     config: dict[str, Any] = Field(default_factory=dict)
-    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    sweep: Sweep = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -186,12 +203,17 @@ class AgentSpec(BaseModel):
         registry.get(kind)
         return kind
 
-    _non_empty_lists = field_validator("sweep")(_non_empty)
+    _non_empty_lists = field_validator("sweep")(_non_empty_sweep)
+
+    def points(self) -> list[dict[str, Any]]:
+        """The sweep points of this agent, one per variant (``[{}]`` without a sweep)."""
+        return grid(self.sweep)
 
     @model_validator(mode="after")
     def _no_reserved_keys(self) -> AgentSpec:
-        for table in ("config", "sweep"):
-            reserved = sorted(set(RESERVED_KEYS) & set(getattr(self, table)))
+        swept = [set(t) for t in (self.sweep if isinstance(self.sweep, list) else [self.sweep])]
+        for table, keys in (("config", set(self.config)), ("sweep", set().union(*swept))):
+            reserved = sorted(set(RESERVED_KEYS) & keys)
             if reserved:
                 raise ValueError(
                     f"{table} sets {reserved}, which the experiment sets for every agent "
@@ -586,7 +608,7 @@ def expand(
         for index, agent in enumerate(spec.agents):
             config_cls, _ = registry.get(agent.kind).load()
             base = _merge(_merge(spec.common, spec.budgets.get(agent.kind, {})), agent.config)
-            for point in grid(agent.sweep):
+            for point in agent.points():
                 name = variant_name(agent.name, point, env_point)
                 if name in seen:
                     problem = f"  agents[{index}] ({agent.name}): variant name {name} repeats"
@@ -625,7 +647,7 @@ def expand(
                         )
                     )
     if problems:
-        variants = {a.name: len(grid(a.sweep)) * len(env_points) for a in spec.agents}
+        variants = {a.name: len(a.points()) * len(env_points) for a in spec.agents}
         lines = []
         for (agent, problem), names in problems.items():
             some = names and len(names) < variants[agent]  # not every variant has it

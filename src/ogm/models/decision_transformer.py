@@ -517,9 +517,10 @@ class DecisionTransformer(nn.Module):
         actions: torch.Tensor,  # (B, K) long or (B, K, A) float
         timesteps: torch.Tensor,  # (B, K) long
         mask: torch.Tensor | None = None,  # (B, K) bool, False at (left) padding
+        last_step_only: bool = False,  # see forward_tokens
     ) -> DTOutput:
         tokens = self.embed(returns_to_go, observations, actions, timesteps)
-        return self.forward_tokens(tokens, mask)
+        return self.forward_tokens(tokens, mask, last_step_only)
 
     def forward_tokens(
         self, tokens: torch.Tensor, mask: torch.Tensor | None = None, last_step_only: bool = False

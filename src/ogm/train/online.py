@@ -83,6 +83,7 @@ from ogm.limits import (
     MAX_EPISODES,
     MAX_EVAL_EPISODES,
     MAX_ROUNDS,
+    MAX_STEPS,
     MAX_UPDATES,
     STRICT,
 )
@@ -250,6 +251,9 @@ class OnlineSection(BaseModel):
 
     preset: Literal["odt"] | None = None
     rounds: int = Field(50, ge=0, le=MAX_ROUNDS)
+    # The budget in environment steps of online interaction, as SB3's: the online phase
+    # ends with the round that reaches it (rounds stays an upper bound); None: rounds decide
+    total_timesteps: int | None = Field(None, gt=0, le=MAX_STEPS)
     # default: num_envs; ODT: 1
     episodes_per_round: int | None = Field(None, gt=0, le=MAX_EVAL_EPISODES)
     updates_per_round: int = Field(300, ge=0, le=MAX_UPDATES)  # ODT: 300
@@ -912,8 +916,18 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             log_round({"updates_kept": 0, **evaluate()}, tick)
             save()
 
-        progress = Progress(cfg.rounds, desc="online ODT", unit="rounds", initial=round_)
-        while round_ < cfg.rounds:
+        def budget_spent() -> bool:
+            spent = cfg.total_timesteps is not None and env_steps >= cfg.total_timesteps
+            return round_ >= cfg.rounds or spent
+
+        by_steps = cfg.total_timesteps is not None
+        progress = Progress(
+            cfg.total_timesteps if by_steps else cfg.rounds,
+            desc="online ODT",
+            unit="env steps" if by_steps else "rounds",
+            initial=env_steps if by_steps else round_,
+        )
+        while not budget_spent():
             round_ += 1
             tick = time.perf_counter()
 
@@ -984,14 +998,18 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 "online_performance": float(np.mean([t.performance for t in trajectories])),
                 "online_target": float(np.mean([r.target_return for r in results])),
             }
-            if env_steps // config.eval_every > previous_steps // config.eval_every or (
-                round_ == cfg.rounds
-            ):
+            last = budget_spent()
+            if env_steps // config.eval_every > previous_steps // config.eval_every or last:
                 values.update(evaluate())
             log_round(values, tick)
-            if round_ % cfg.checkpoint_every == 0 or round_ == cfg.rounds:
+            if round_ % cfg.checkpoint_every == 0 or last:
                 save()
-            progress.update(1, env_steps=env_steps, train_return=f"{np.mean(returns):.2f}")
+            progress.update(
+                env_steps - previous_steps if by_steps else 1,
+                round=round_,
+                env_steps=env_steps,
+                train_return=f"{np.mean(returns):.2f}",
+            )
         progress.close()
         log.flush()
         rd.set_status(
