@@ -13,7 +13,9 @@ else as in the experiment file, and prints per context length:
 - compute seconds per run (run.json's created/updated times), and their ratio to the
   longest context's in the same invocation.
 
-Runs already finished under ``--out`` are reused (the runner skips them).
+Runs already finished under ``--out`` are reused (the runner skips them); ``--no-run``
+only reads the runs there (``<out>/k<K>/{gm,ogm}/seed_<n>``), e.g. made by an earlier
+version of the experiment file.
 
     python benchmarks/context_length.py                      # 3 seeds, about 15 minutes on 2 cores
     python benchmarks/context_length.py --seeds 1 --contexts 5 10 20
@@ -28,7 +30,7 @@ import json
 import statistics
 from pathlib import Path
 
-from ogm.envs import primary_event_of
+from ogm.analysis.report import primary_event_of
 from ogm.experiments.runner import run_experiment
 from ogm.experiments.spec import AgentSpec, load_experiment
 
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--strategy", default="quantilizer:0.1", help="the OGM variant's")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("/tmp/ogm-context-length"))
+    parser.add_argument("--no-run", action="store_true", help="read the runs in --out only")
     args = parser.parse_args()
 
     table: dict[int, dict[str, list]] = {}
@@ -83,7 +86,8 @@ def main() -> None:
             AgentSpec(name="ogm", kind="odt", config=ogm_config),
         ]
         out = args.out / f"k{K}"
-        run_experiment(spec, out, text=text, source=args.experiment, workers=args.workers)
+        if not args.no_run:
+            run_experiment(spec, out, text=text, source=args.experiment, workers=args.workers)
         event = primary_event_of(spec.environment.env_id)
         table[K] = {"gm": [], "ogm": [], "nll": []}
         for seed in spec.seeds:

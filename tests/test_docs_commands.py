@@ -35,8 +35,8 @@ SKIPPED = {
     "python3 -m venv": "installs packages and runs the test suite (what .ci/run does)",
     "ogm demo": "about 2 minutes; the same experiment runs at smoke size as "
     "`ogm run tomato-watering-quick` in the README's tour",
-    "ogm run tomato-watering --workers": "a full built-in experiment: 23 variants even at smoke size",
-    "ogm run boat-race": "a full built-in experiment: 23 variants even at smoke size",
+    "ogm run tomato-watering --workers": "a full built-in experiment: 22 variants even at smoke size",
+    "ogm run boat-race": "a full built-in experiment: 22 variants even at smoke size",
     "ogm run my_experiment.toml --backend ray": "starts a Ray cluster",
     "ogm data info D4RL/": "needs that dataset downloaded into the local Minari root",
     "python scripts/reference_baselines.py": "about 6 minutes of PPO training",

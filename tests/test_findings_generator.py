@@ -264,6 +264,17 @@ def test_report_shows_the_lines_and_the_table(measured):
     assert cell["PPO"][f"{EVENT} share, sampled eval"] == "1.00 · 1.00 · 1.00"
     assert cell["GM"]["gap closed, sampled eval"] == "-20% · -10%"
     assert cell["KL-PPO beta 0.1"]["onset"] == "3,000 · not by 4,000"
+    # the same lines and cells as Markdown, for papers and docs/results.md
+    markdown = (index.parent / "findings.md").read_text()
+    assert all(f"- {line}\n" in markdown for line in lines)
+    assert "Demonstrators' performance 50.00 ± 4.56 (measured" in markdown
+    assert (
+        "| PPO | -100% · -100% · -100% | -100% · -100% · -100% | 0.00 · 0.00 · 0.00 |" in markdown
+    )
+    assert "**Gap closed** = (final performance" in markdown and "<b>" not in markdown
+    header_rows = [line for line in markdown.splitlines() if line.startswith("| variant |")]
+    shown = {c.strip() for row in header_rows for c in row.strip("|").split("|")}
+    assert shown == set(header)  # every column of findings.csv, in one part or another
 
 
 def csv_rows(path: Path) -> list[list[str]]:
@@ -376,6 +387,9 @@ def test_one_function_names_every_variant():
     assert variant_label("filtered_bc", {"top_fraction": 0.1}) == "filtered BC top 10%"
     assert variant_label("kl_ppo", {"beta": 1.0}) == "KL-PPO beta 1.0"
     assert variant_label("ppo", {}) == "PPO"
+    capped = {"online.strategy": "odt:2", "online.max_kl_per_round": 0.002}
+    assert variant_label("ogm", capped) == "OGM odt:2, shift cap 0.002"
+    assert variant_label("best_of_n", {"n": 16}) == "best-of-16"
     # a folder name read back (no experiment.json) gives the same label
     folder = variant_name("ogm", point)
     assert variant_labels([folder], None)[folder] == "OGM quantilizer-0.1, demos 0%, entropy off"

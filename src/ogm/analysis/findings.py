@@ -386,6 +386,18 @@ class Table:
         ]
         return f'<div class="wide split" data-keys="{self.keys}">{"".join(tables)}</div>'
 
+    def markdown(self) -> str:
+        """The table as Markdown: one table per part (titled in bold), or one table."""
+        parts = self.parts or [("", self.header[self.keys :])]
+        out = []
+        for title, columns in parts:
+            shown = list(range(self.keys)) + [self.header.index(c) for c in columns]
+            lines = ["| " + " | ".join(self.header[i] for i in shown) + " |"]
+            lines.append("|" + "---|" * len(shown))
+            lines += ["| " + " | ".join(row[i] for i in shown) + " |" for row in self.rows]
+            out.append((f"**{title}**\n\n" if title else "") + "\n".join(lines))
+        return "\n\n".join(out)
+
     def write_csv(self, path: Path) -> Path:
         """Write the header and the rows, as shown, to a CSV file."""
         with Path(path).open("w", newline="") as handle:

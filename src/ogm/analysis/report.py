@@ -96,7 +96,7 @@ UNUSED_WHEN_SET = {
 # How variants are called: agent names and sweep keys of the built-in experiments
 AGENT_LABELS = {"kl_ppo": "KL-PPO", "filtered_bc": "filtered BC", "best_of_n": "best-of-n"}
 ACRONYMS = {"gm", "ogm", "ppo", "dqn", "sac", "bc", "kl", "dt", "odt", "rl"}
-KEY_LABELS = {"strategy": ""}  # the way to ask for reward reads as itself: quantilizer:0.1
+KEY_LABELS = {"strategy": "", "max_kl_per_round": "shift cap"}  # strategies read as themselves
 PERCENT_KEYS = {"demo_fraction": "demos", "top_fraction": "top"}  # shares read as percentages
 
 
@@ -170,8 +170,11 @@ def setting_label(key: str, value: Any) -> str:
 def variant_label(agent: str, point: dict[str, Any]) -> str:
     """What the report calls an agent at one sweep point, in every table, figure and finding:
     ``OGM quantilizer:0.1, demos 0%, entropy off``; ``PPO`` without a sweep."""
+    label = agent_label(agent)
+    if label == "best-of-n" and list(point) == ["n"]:
+        return f"best-of-{point['n']}"
     settings = ", ".join(setting_label(key, value) for key, value in point.items())
-    return f"{agent_label(agent)} {settings}".strip()
+    return f"{label} {settings}".strip()
 
 
 def variant_labels(names: list[str], experiment: dict[str, Any] | None) -> dict[str, str]:
@@ -220,6 +223,11 @@ def _figure(src: str, alt: str, caption: str) -> str:
 
 def _note(text: str) -> str:
     return f'<p class="note">{text}</p>'
+
+
+def _markdown(text: str) -> str:
+    """A note's HTML as Markdown: bold stays bold, other tags go."""
+    return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"</?b>", "**", text)))
 
 
 def _csv_link(name: str) -> str:
@@ -336,6 +344,7 @@ def _findings(out: Path, variants: list[Variant], event: str | None, window: int
     )
     per_game = games(variants)
     parts, lines = [], []
+    markdown = [_markdown(caption)]
     for index, (setting, members) in enumerate(per_game.items()):
         name = "findings.csv" if len(per_game) == 1 else f"findings_{index + 1}.csv"
         table = findings_table(members, event)
@@ -351,8 +360,12 @@ def _findings(out: Path, variants: list[Variant], event: str | None, window: int
             + _note(f"Per variant{_csv_link(name)}:")
             + table.html()
         )
+        markdown += [f"### {setting}", _markdown(baseline_text(setting, members))]
+        markdown += ["\n".join(f"- {line}" for line in found), table.markdown()]
     (out / "findings.txt").write_text("\n".join(lines) + "\n")
-    return _note(caption + _csv_link("findings.txt")) + "".join(parts)
+    (out / "findings.md").write_text("\n\n".join(markdown) + "\n")
+    links = ' (also <a href="findings.txt">findings.txt</a>; all of it as Markdown: '
+    return _note(caption + links + '<a href="findings.md">findings.md</a>)') + "".join(parts)
 
 
 def _tracked_text(variants: list[Variant], event: str | None) -> str:

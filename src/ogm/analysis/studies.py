@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ogm.analysis.findings import Table
 from ogm.analysis.runs import find_run_dirs
 
 REPORT_DIR = "report"
@@ -99,27 +100,6 @@ def spread(values: Iterable[float]) -> str:
         text += f" [{number(float(v.min()))}, {number(float(v.max()))}]"
     undefined = len(given) - v.size
     return text + (f" ({undefined} undefined)" if undefined else "")
-
-
-@dataclass
-class Table:
-    """Text cells with a header, as HTML or Markdown."""
-
-    header: list[str]
-    rows: list[list[str]]
-
-    def html(self) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-            for row in self.rows
-        )
-        return f'<div class="wide"><table><tr>{head}</tr>{body}</table></div>'
-
-    def markdown(self) -> str:
-        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines)
 
 
 @dataclass

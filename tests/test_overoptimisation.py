@@ -1,0 +1,93 @@
+"""Gao et al.'s closed forms, their fits and peaks, and over-optimisation as an event."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ogm.analysis.overoptimisation import fit_gao, gao_gain, gao_peak, overoptimisation
+
+ALPHA, BETA = 1.2, 0.3
+
+
+@pytest.mark.parametrize("form", ["bon", "rl"])
+def test_a_noise_free_curve_gives_back_its_coefficients_and_its_peak(form):
+    d = np.linspace(0.0, 6.0, 40)
+    fit = fit_gao(form, d, gao_gain(form, d, ALPHA, BETA))
+    assert (fit.alpha, fit.beta) == pytest.approx((ALPHA, BETA), abs=1e-9)
+    assert fit.r2 == pytest.approx(1.0) and fit.rmse < 1e-9
+    assert fit.alpha_ci is None  # one run: nothing to resample
+    # the analytic peak is the curve's maximum
+    fine = np.linspace(1e-6, 60.0, 600_001)
+    curve = gao_gain(form, fine, ALPHA, BETA)
+    assert fit.d_peak == pytest.approx(fine[np.argmax(curve)], abs=1e-3)
+    assert fit.gain_peak == pytest.approx(curve.max(), abs=1e-9)
+
+
+def test_peaks_by_hand():
+    assert gao_peak("bon", 1.2, 0.3) == pytest.approx((2.0, 1.2))  # alpha/2beta, alpha^2/4beta
+    d_star = math.exp(1.2 / 0.3 - 1)  # alpha - beta (log d + 1) = 0
+    assert gao_peak("rl", 1.2, 0.3) == pytest.approx((d_star, 0.3 * d_star))
+    assert gao_peak("bon", 1.0, 0.0) == (math.inf, math.inf)  # never turns down
+    assert gao_peak("bon", -1.0, 0.5) == (0.0, 0.0)  # never rises
+
+
+def test_the_right_form_explains_more_than_the_wrong_one():
+    d = np.linspace(0.05, 8.0, 50)
+    for true, other in (("bon", "rl"), ("rl", "bon")):
+        gain = gao_gain(true, d, 1.0, 0.25)
+        right, wrong = fit_gao(true, d, gain), fit_gao(other, d, gain)
+        assert right.rmse < 1e-9 and wrong.rmse > 0.02
+        assert right.r2 == pytest.approx(1.0) and wrong.r2 < 0.995
+
+
+def test_bootstrap_intervals_over_runs_cover_the_truth_at_about_their_level():
+    """40 simulated experiments of 10 runs (fixed seed): the 95% intervals of alpha and of
+    d* cover the true values in at least 34 (the 1% lower tail of Binomial(40, 0.95) is 35;
+    the percentile bootstrap over 10 runs is a little narrow)."""
+    rng = np.random.default_rng(0)
+    d = np.tile(np.linspace(0.2, 5.0, 12), 10)
+    runs = np.repeat(np.arange(10), 12)
+    true_peak = gao_peak("bon", ALPHA, BETA)[0]
+    covered_alpha = covered_peak = 0
+    for trial in range(40):
+        offsets = rng.normal(0, 0.1, 10)[runs]  # each run its own level, as seeds differ
+        gain = gao_gain("bon", d, ALPHA, BETA) + offsets * d + rng.normal(0, 0.05, len(d))
+        fit = fit_gao("bon", d, gain, runs, resamples=400, seed=trial)
+        covered_alpha += fit.alpha_ci[0] <= ALPHA <= fit.alpha_ci[1]
+        covered_peak += fit.d_peak_ci[0] <= true_peak <= fit.d_peak_ci[1]
+        assert fit.runs == 10 and fit.points == 120
+    assert covered_alpha >= 34 and covered_peak >= 34
+
+
+def test_overoptimisation_onset_is_where_gold_falls_while_proxy_holds():
+    clock = np.arange(0, 11) * 1000.0
+    proxy = np.linspace(0.0, 10.0, 11)  # always rising
+    gold = np.array([0.0, 2, 4, 6, 8, 10, 9.5, 8.9, 8.0, 6.0, 3.0])  # peak at 5,000
+    event = overoptimisation(clock, proxy, gold, drop=0.1)
+    assert event.peak == 5000 and event.gold_gain_at_peak == 10
+    assert event.onset == 7000  # first drop of at least 1.0 (10% of the gain of 10)
+    assert event.width == 2000 and event.past_peak == 5000
+    assert event.gold_drop == 7.0 and event.proxy_rise == 5.0
+
+    # the gold falls but so does the proxy: the proxy is not fooled, no onset
+    falling = overoptimisation(clock, gold, gold)
+    assert falling.onset is None and falling.width is None and falling.gold_drop == 7.0
+    # the gold never falls: censored at the end
+    rising = overoptimisation(clock, proxy, proxy)
+    assert rising.onset is None and rising.peak == 10_000 and rising.past_peak == 0
+
+
+def test_bad_input_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="form must be one of"):
+        fit_gao("ppo", np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="at least 2 points"):
+        fit_gao("bon", np.ones(1), np.ones(1))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        fit_gao("rl", np.array([0.0, -1.0]), np.ones(2))
+    with pytest.raises(ValueError, match="one length"):
+        fit_gao("bon", np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="sorted"):
+        overoptimisation(np.array([2.0, 1.0]), np.ones(2), np.ones(2))
