@@ -92,7 +92,11 @@ def _non_empty(sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return sweep
 
 
-def grid(sweep: dict[str, list[Any]] | list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
+# A sweep: one table of lists (a grid), or a list of tables (the union of their grids)
+Sweep = dict[str, list[Any]] | list[dict[str, list[Any]]]
+
+
+def grid(sweep: Sweep) -> list[dict[str, Any]]:
     """Every point of a sweep table (the cartesian product of its lists, the first key
     varying slowest); ``[{}]`` for an empty table. A list of tables gives their grids one
     after the other, each point once."""
@@ -101,9 +105,6 @@ def grid(sweep: dict[str, list[Any]] | list[dict[str, list[Any]]]) -> list[dict[
         return [p for i, p in enumerate(points) if p not in points[:i]] if sweep else [{}]
     keys = list(sweep)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*sweep.values())]
-
-
-Sweep = dict[str, list[Any]] | list[dict[str, list[Any]]]
 
 
 def _non_empty_sweep(sweep: Sweep) -> Sweep:
