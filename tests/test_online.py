@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import csv
+import itertools
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from ogm.agents.actor import EpisodeResult
 from ogm.data import Trajectory, collect, write_dataset
@@ -22,6 +24,7 @@ from ogm.train.online import (
     PROBE,
     Learner,
     OnlineConfig,
+    OnlineSection,
     acting_probe,
     derive_seed,
     policy_kl,
@@ -596,7 +599,9 @@ def test_a_budget_in_environment_steps_ends_with_the_round_that_reaches_it(
     fixed_target_run, tmp_path
 ):
     config, inline = fixed_target_run
-    online = {**config.online.model_dump(), "rounds": 5, "total_timesteps": 300}
+    online = config.online.model_dump(exclude={"updates_per_round"})
+    # and the updates come from the replay ratio: one per 32 environment steps
+    online.update(rounds=5, total_timesteps=300, updates_per_step=1 / 32)
     budgeted = config.model_copy(
         update={"pretrained": str(inline / "offline"), "online": type(config.online)(**online)}
     )
@@ -605,8 +610,23 @@ def test_a_budget_in_environment_steps_ends_with_the_round_that_reaches_it(
     # 2 episodes of 100 steps a round: 200 < 300, then 400 >= 300 ends the phase
     assert (info["rounds"], info["env_steps"]) == (2, 400)
     rounds = read_csv(tmp_path / "odt" / "rounds.csv")
+    assert [r["updates_kept"] for r in rounds] == ["0", "6", "6"]
     assert rounds[-1]["eval_return_greedy"] not in ("", "nan")  # the last round is evaluated
     assert load_checkpoint(tmp_path / "odt").step == 2  # and checkpointed
+
+
+def test_the_replay_ratio_counts_updates_from_the_start_of_the_run():
+    section = OnlineSection(updates_per_step=1 / 32)
+    # rounds of uneven length: the fractions carry over, the total never drifts
+    bounds = [0, 20, 45, 45, 1600, 1619]
+    updates = [section.round_updates(a, b) for a, b in itertools.pairwise(bounds)]
+    assert updates == [0, 1, 0, 49, 0] and sum(updates) == 1619 // 32
+    assert OnlineSection(updates_per_round=7).round_updates(0, 1000) == 7
+    with pytest.raises(ValidationError, match="not both"):
+        OnlineSection(updates_per_round=7, updates_per_step=0.1)
+    # ODT's preset sets 300 per round; a config's own replay ratio replaces it
+    preset = OnlineConfig(env_id=ENV, online={"preset": "odt", "updates_per_step": 0.5})
+    assert preset.online.round_updates(0, 10) == 5
 
 
 def test_resume_of_a_finished_or_missing_run(fixed_target_run, tmp_path):

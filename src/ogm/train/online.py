@@ -7,7 +7,8 @@ Decision Transformer pretrained offline keeps training on its own trajectories. 
    each asking for the return the run's conditioning strategy picks (the exploration target);
 2. stores them in a FIFO trajectory replay buffer; their returns-to-go are recomputed from
    the rewards actually received (hindsight relabelling), and the strategies observe them;
-3. makes ``updates_per_round`` gradient updates on segments from the buffer, with ODT's
+3. makes ``updates_per_round`` gradient updates (or ``updates_per_step`` per environment
+   step of the round: a replay ratio) on segments from the buffer, with ODT's
    entropy constraint: the loss has a ``- alpha * H`` term and ``alpha = exp(log_alpha)``
    follows the dual update ``min alpha * (H - target_entropy)`` with its own Adam.
 
@@ -257,6 +258,10 @@ class OnlineSection(BaseModel):
     # default: num_envs; ODT: 1
     episodes_per_round: int | None = Field(None, gt=0, le=MAX_EVAL_EPISODES)
     updates_per_round: int = Field(300, ge=0, le=MAX_UPDATES)  # ODT: 300
+    # The replay ratio instead: gradient updates per environment step, so a round of short
+    # episodes trains as much per step as one of long episodes (each round makes the updates
+    # its steps bring, floor(steps * ratio) counted from the run's start); None: per round
+    updates_per_step: float | None = Field(None, gt=0.0, le=MAX_UPDATES)
     batch_size: int = Field(64, gt=0, le=MAX_BATCH)  # ODT: 256
     optimizer: Literal["adamw", "lamb"] = "adamw"  # ODT: lamb
     learning_rate: float = Field(1e-4, gt=0.0)  # ODT: 1e-4
@@ -295,6 +300,23 @@ class OnlineSection(BaseModel):
             make_strategy(spec)
         return spec
 
+    @model_validator(mode="after")
+    def _one_update_rule(self) -> OnlineSection:
+        if self.updates_per_step is not None and "updates_per_round" in self.model_fields_set:
+            raise ValueError(
+                "set updates_per_round (updates per round) or updates_per_step (updates per "
+                "environment step), not both"
+            )
+        return self
+
+    def round_updates(self, steps_before: int, steps_after: int) -> int:
+        """Gradient updates of a round that took the run from ``steps_before`` to
+        ``steps_after`` environment steps."""
+        if self.updates_per_step is None:
+            return self.updates_per_round
+        ratio = self.updates_per_step
+        return math.floor(steps_after * ratio) - math.floor(steps_before * ratio)
+
 
 class OnlineConfig(CommonConfig):
     """The OGM agent: a Decision Transformer pretrained offline, then finetuned online.
@@ -326,6 +348,8 @@ class OnlineConfig(CommonConfig):
         values = preset_values(
             preset, env_id if isinstance(env_id, str) else "", data.get("dataset")
         )
+        if "updates_per_step" in sections["online"]:  # the config's own rule replaces ODT's
+            values["online"].pop("updates_per_round", None)
         merged = {name: {**values[name], **sections[name]} for name in sections}
         # a context set shorter than the preset's acting context: act on all of it
         context, acting = (merged["offline"].get(k) for k in ("context_len", "eval_context_len"))
@@ -974,7 +998,7 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             done = train_round(
                 learner,
                 sample,
-                cfg.updates_per_round,
+                cfg.round_updates(previous_steps, env_steps),
                 {"demo": demo_probe, "online": online_probe},
                 cfg.max_kl_per_round,
                 cfg.kl_check_every,
