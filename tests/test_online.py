@@ -621,7 +621,9 @@ def test_the_replay_ratio_counts_updates_from_the_start_of_the_run():
     bounds = [0, 20, 45, 45, 1600, 1619]
     updates = [section.round_updates(a, b) for a, b in itertools.pairwise(bounds)]
     assert updates == [0, 1, 0, 49, 0] and sum(updates) == 1619 // 32
+    assert OnlineSection(**section.model_dump()) == section  # as the runner stores it
     assert OnlineSection(updates_per_round=7).round_updates(0, 1000) == 7
+    assert OnlineSection().round_updates(0, 1000) == 300  # ODT's, by default
     with pytest.raises(ValidationError, match="not both"):
         OnlineSection(updates_per_round=7, updates_per_step=0.1)
     # ODT's preset sets 300 per round; a config's own replay ratio replaces it

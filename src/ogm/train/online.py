@@ -257,10 +257,11 @@ class OnlineSection(BaseModel):
     total_timesteps: int | None = Field(None, gt=0, le=MAX_STEPS)
     # default: num_envs; ODT: 1
     episodes_per_round: int | None = Field(None, gt=0, le=MAX_EVAL_EPISODES)
-    updates_per_round: int = Field(300, ge=0, le=MAX_UPDATES)  # ODT: 300
+    # default 300 (ODT's) unless updates_per_step is set
+    updates_per_round: int | None = Field(None, ge=0, le=MAX_UPDATES)
     # The replay ratio instead: gradient updates per environment step, so a round of short
     # episodes trains as much per step as one of long episodes (each round makes the updates
-    # its steps bring, floor(steps * ratio) counted from the run's start); None: per round
+    # its steps bring, floor(steps * ratio) counted from the run's start)
     updates_per_step: float | None = Field(None, gt=0.0, le=MAX_UPDATES)
     batch_size: int = Field(64, gt=0, le=MAX_BATCH)  # ODT: 256
     optimizer: Literal["adamw", "lamb"] = "adamw"  # ODT: lamb
@@ -302,7 +303,10 @@ class OnlineSection(BaseModel):
 
     @model_validator(mode="after")
     def _one_update_rule(self) -> OnlineSection:
-        if self.updates_per_step is not None and "updates_per_round" in self.model_fields_set:
+        if self.updates_per_step is None:
+            if self.updates_per_round is None:
+                self.updates_per_round = 300  # ODT
+        elif self.updates_per_round is not None:
             raise ValueError(
                 "set updates_per_round (updates per round) or updates_per_step (updates per "
                 "environment step), not both"
