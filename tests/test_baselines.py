@@ -17,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ogm.agents.actor import kl_divergence
 from ogm.baselines.bc import BCConfig, filter_top
 from ogm.baselines.bc import run as run_bc
 from ogm.baselines.best_of_n import BestOfNConfig, best_of_n
@@ -31,7 +32,6 @@ from ogm.baselines.common import (
 from ogm.baselines.kl_ppo import (
     KLPPO,
     KLPPOConfig,
-    categorical_kl,
     gae,
     kl_shaped_rewards,
     make_agent,
@@ -140,7 +140,7 @@ def test_kl_penalty_checked_by_hand():
     # r - beta * log(pi / pi0): 1 - 0.5 log(0.5 / 0.25) and 0 - 0.5 log(0.3 / 0.6)
     expected = torch.tensor([1 - 0.5 * math.log(2), 0.5 * math.log(2)])
     torch.testing.assert_close(shaped, expected)
-    exact = categorical_kl(pi, pi0)
+    exact = kl_divergence(pi, pi0)
     torch.testing.assert_close(exact[0], torch.tensor(0.5 * math.log(2) - 0.25 * math.log(2)))
 
 
@@ -237,7 +237,7 @@ def _mean_kl_to_prior(trainer: KLPPO) -> float:
     rollout, *_ = trainer.collect(obs, collector)
     with torch.no_grad():
         states = rollout["obs"].flatten(0, 1)
-        kl = categorical_kl(trainer.policy.distribution(states), trainer.prior.distribution(states))
+        kl = kl_divergence(trainer.policy.distribution(states), trainer.prior.distribution(states))
     return float(kl.mean())
 
 

@@ -51,7 +51,8 @@ TOML_FILES = {"docs/experiments.md": "my_experiment.toml", "docs/cluster.md": "g
 # per agent kind: --set overrides that make a run of it small
 SMOKE_BUDGETS = {
     "dt": ["n_layer=1", "n_embd=16", "context_len=3", "fidelity_targets=2", "updates=10"],
-    "odt": ["online.rounds=1", "online.updates_per_round=5", "online.episodes_per_round=2"],
+    # one round of 2 episodes; its updates follow the file's rule (a replay ratio gives a few)
+    "odt": ["online.rounds=1", "online.episodes_per_round=2"],
     "sb3": ["total_timesteps=256", "num_envs=2"],
     "bc": ["updates=10", "dataset.episodes=6"],
     "kl_ppo": ["total_timesteps=64", "n_steps=16", "num_envs=2"],
@@ -59,8 +60,12 @@ SMOKE_BUDGETS = {
 }
 SMOKE = {  # command -> --set overrides appended
     ("train-offline",): SMOKE_BUDGETS["dt"],
-    ("train",): [*(f"offline.{s}" for s in SMOKE_BUDGETS["dt"]), *SMOKE_BUDGETS["odt"]],
-    ("train-online",): SMOKE_BUDGETS["odt"],
+    ("train",): [
+        *(f"offline.{s}" for s in SMOKE_BUDGETS["dt"]),
+        *SMOKE_BUDGETS["odt"],
+        "online.updates_per_round=5",
+    ],
+    ("train-online",): [*SMOKE_BUDGETS["odt"], "online.updates_per_round=5"],
     ("baseline", "sb3"): SMOKE_BUDGETS["sb3"],
     ("baseline", "bc"): SMOKE_BUDGETS["bc"],
     ("baseline", "kl-ppo"): SMOKE_BUDGETS["kl_ppo"],

@@ -89,6 +89,39 @@ def test_evaluation_is_reproducible_and_leaves_training_randomness_alone():
     assert len({a for ep in actions(first, "sampled") for a in ep}) > 1
 
 
+def test_a_decision_transformer_is_evaluated_without_dropout():
+    """Training leaves the model in train mode; its evaluation must still judge the policy
+    itself, not one dropout sample of it: the same episodes as in eval mode, every time, and
+    the model back in train mode after."""
+    from ogm.agents.actor import ConditionedDT
+    from ogm.agents.conditioning import Fixed
+    from ogm.models import DecisionTransformer, DTConfig, return_bin_edges_for
+
+    torch.manual_seed(0)
+    obs_shape = GridworldEnv("tomato_watering").observation_space.shape
+    model = DecisionTransformer(
+        DTConfig(
+            obs_shape=obs_shape,
+            act_dim=4,
+            discrete=True,
+            return_bin_edges=return_bin_edges_for(0.0, 60.0, 16),
+            n_layer=1,
+            n_embd=32,
+            context_len=4,
+            dropout=0.5,
+        )
+    )
+    config = CommonConfig(env_id=TOMATO, num_envs=3, eval_episodes=EPISODES)
+
+    def played(train_mode: bool) -> list[list[int]]:
+        model.train(train_mode)
+        results = evaluation.evaluate(ConditionedDT(model, Fixed(10.0)), config)
+        assert model.training == train_mode
+        return [r.trajectory.actions.tolist() for m in evaluation.MODES for r in results[m]]
+
+    assert played(True) == played(True) == played(False)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "tomato"

@@ -291,3 +291,61 @@ def test_registered_ids_are_known_to_ogm():
     ogm.envs.check_env(PROXY_ENV_ID)
     with pytest.raises(RewardModelError, match="is missing"):
         gym.make(PROXY_ENV_ID, reward_model="/nonexistent/rm")
+
+
+RECIPE = {"task": ENV_ID, "pairs": 40, "rm_seed": 3, "rm_steps": 30}
+
+
+def test_a_recipe_is_trained_once_cached_and_rebuilt_when_corrupt(tmp_path, monkeypatch):
+    from ogm.envs.reward_model import RewardModelRecipe, build_reward_model
+
+    monkeypatch.setenv("OGM_CACHE_DIR", str(tmp_path))
+    recipe = RewardModelRecipe(**RECIPE)
+    path = build_reward_model(recipe)
+    assert path.parent == tmp_path / "reward_models" and path.name.startswith("Summarize-40-")
+    model = load_reward_model(path)
+    assert model.metrics["recipe"] == recipe.model_dump(mode="json")
+    direct, _ = train_reward_model(ENV_ID, 40, steps=30, seed=3)  # the recipe's arguments
+    for (name, x), (_, y) in zip(
+        model.state_dict().items(), direct.state_dict().items(), strict=True
+    ):
+        assert torch.equal(x, y), name
+    stamp = (path / WEIGHTS_FILE).stat().st_mtime_ns
+    assert build_reward_model(recipe) == path  # cached: not trained again
+    assert (path / WEIGHTS_FILE).stat().st_mtime_ns == stamp
+    (path / WEIGHTS_FILE).write_bytes(b"not safetensors")
+    assert build_reward_model(recipe) == path  # rebuilt whole
+    assert load_reward_model(path).metrics["recipe"] == recipe.model_dump(mode="json")
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no staging left
+    other = build_reward_model(RewardModelRecipe(**{**RECIPE, "pairs": 41}))
+    assert other != path  # another N, another model
+
+
+def test_the_proxy_env_from_a_recipe_and_its_bad_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("OGM_CACHE_DIR", str(tmp_path))
+    env = gym.make(PROXY_ENV_ID, **RECIPE)
+    obs, _ = env.reset(seed=0)
+    for _ in range(8):
+        obs, reward, terminated, _, info = env.step(1)
+    assert terminated and reward != info["hidden_reward"]  # the proxy, and the gold apart
+    w, tokens = env.unwrapped.decode(obs)
+    assert info["hidden_reward"] == pytest.approx(gold_reward(w, tokens))
+    with pytest.raises(RewardModelError, match="not both"):
+        gym.make(PROXY_ENV_ID)
+    with pytest.raises(RewardModelError, match="pairs: Input should be greater than 0"):
+        gym.make(PROXY_ENV_ID, task=ENV_ID, pairs=0)
+    with pytest.raises(RewardModelError, match="rm_sed: Extra inputs"):
+        gym.make(PROXY_ENV_ID, task=ENV_ID, pairs=10, rm_sed=1)  # a typo is named
+
+
+def test_demonstrations_in_the_proxy_env_are_the_tasks_scored_by_the_proxy(tmp_path, monkeypatch):
+    from ogm.data.demonstrators import collect
+
+    monkeypatch.setenv("OGM_CACHE_DIR", str(tmp_path))
+    scored = collect(PROXY_ENV_ID, 6, epsilon=0.05, skill=0.5, seed=7, **RECIPE)
+    plain = collect(ENV_ID, 6, epsilon=0.05, skill=0.5, seed=7)
+    model = load_reward_model(next((tmp_path / "reward_models").iterdir()))
+    for proxy, task in zip(scored, plain, strict=True):
+        assert np.array_equal(proxy.actions, task.actions)  # the same writer, the same draws
+        assert proxy.performance == pytest.approx(task.ret)  # the gold
+        assert proxy.ret == pytest.approx(float(model.score(proxy.observations[-1:])[0]))

@@ -13,6 +13,10 @@ copy (and the previous step's action token, now that the action is known) instea
 whole window; the transformer then runs on the stored tokens. The outputs are those of the full
 forward pass on the window.
 
+Given a ``reference`` (the initial policy), the actor keeps that model's tokens of the same
+steps too and, at every action, adds the exact KL of the acting policy from the reference's
+on the same window to ``kl_to_init``, per copy and episode (:func:`kl_divergence`).
+
 :func:`rollout` runs whole episodes with a conditioning strategy: at the first step of an
 episode the actor reads ``P(R | s_0)`` from the return head, the strategy turns it into a
 target, and from then on the return-to-go fed to the model is the target minus the reward
@@ -21,16 +25,59 @@ received so far.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from gymnasium.vector import AutoresetMode
 
 from ogm.agents.conditioning import ConditioningStrategy
 from ogm.data.trajectory import Trajectory
-from ogm.models.decision_transformer import DecisionTransformer
+from ogm.models.decision_transformer import (
+    CategoricalPolicy,
+    DecisionTransformer,
+    DTOutput,
+    Policy,
+)
+
+
+def kl_divergence(p: Policy, q: Policy) -> torch.Tensor:
+    """KL(p || q) in nats per state of the batch, exact for both policy kinds.
+
+    Categorical: ``sum_a p log(p / q)``. Tanh-squashed Gaussian: the KL of the Gaussians
+    before squashing, which is exact as long as both squash into the same action bounds: KL
+    is unchanged by an invertible map applied to both distributions.
+    """
+    if isinstance(p, CategoricalPolicy):
+        logp, logq = F.log_softmax(p.logits, -1), F.log_softmax(q.logits, -1)
+        return (logp.exp() * (logp - logq)).sum(-1)
+    log_ratio = q.log_std - p.log_std
+    z = (p.mean - q.mean) / q.log_std.exp()
+    return (log_ratio + 0.5 * ((-2 * log_ratio).exp() + z**2 - 1)).sum(-1)
+
+
+@contextlib.contextmanager
+def evaluating(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module`` in eval mode (no dropout) inside the block, back in its own mode after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def _check_reference(model: DecisionTransformer, reference: DecisionTransformer) -> None:
+    """Refuse a reference that reads other inputs or acts in another action space than the
+    model (its KL would compare unrelated distributions)."""
+    fields = ("obs_shape", "discrete", "act_dim", "action_low", "action_high")
+    differ = [f for f in fields if getattr(model.config, f) != getattr(reference.config, f)]
+    if differ:
+        raise ValueError(f"the reference policy differs from the acting one in {differ}")
 
 
 class DTActor:
@@ -41,6 +88,14 @@ class DTActor:
     ``target`` keeps the true value. KL-PPO conditions its frozen prior this way: once a
     policy beats the target, the remaining return goes below zero, where the prior never
     saw data and its actions are arbitrary.
+
+    Both models act in eval mode (no dropout), whatever mode they are in between steps: an
+    agent is judged, and acts, as the policy it is, never as one of its dropout samples.
+
+    ``reference``: the initial policy. At every :meth:`act` it runs on the same window and
+    ``kl_to_init`` collects, per copy, the summed KL(pi || reference) of its episode so far
+    (:func:`kl_divergence`; NaN without a reference). It costs a second token cache and a
+    second forward pass per step.
     """
 
     def __init__(
@@ -52,9 +107,13 @@ class DTActor:
         device: torch.device | str | None = None,
         seed: int = 0,
         clamp_returns_to_go: bool = False,
+        reference: DecisionTransformer | None = None,
     ) -> None:
         cfg = model.config
+        if reference is not None:
+            _check_reference(model, reference)
         self.model = model
+        self.reference = reference
         self.num_envs = num_envs
         self.K = context_len or cfg.context_len
         self.device = (
@@ -70,6 +129,12 @@ class DTActor:
         self.timesteps = torch.zeros(N, L, dtype=torch.long, device=self.device)
         self.mask = torch.zeros(N, L, dtype=torch.bool, device=self.device)
         self.tokens = torch.zeros(N, L, 3, cfg.n_embd, device=self.device)
+        # (model, its tokens of the buffered steps): the acting model first, then the reference
+        self.encoders = [(model, self.tokens)]
+        if reference is not None:
+            ref_tokens = torch.zeros(N, L, 3, reference.config.n_embd, device=self.device)
+            self.encoders.append((reference, ref_tokens))
+        self.kl_to_init = np.full(N, np.nan if reference is None else 0.0)
         self.pos = self.K - 2  # last written column; the first step lands at K - 1
         self.steps = np.zeros(N, dtype=np.int64)  # steps taken in each copy's episode
         self.target = np.zeros(N, dtype=np.float64)  # return still asked for (unscaled)
@@ -98,6 +163,8 @@ class DTActor:
         rows = torch.as_tensor(env_mask, device=self.device)
         self.mask[rows] = False
         self.steps[env_mask] = 0
+        if self.reference is not None:
+            self.kl_to_init[env_mask] = 0.0
 
     def begin_step(self, observations: np.ndarray) -> None:
         """Append the current observation of every copy (return and action come next)."""
@@ -109,7 +176,7 @@ class DTActor:
                 self.actions,
                 self.returns_to_go,
                 self.timesteps,
-                self.tokens,
+                *(tokens for _, tokens in self.encoders),
             ):
                 buf[:, : self.K - 1] = buf[:, keep]
             self.mask[:, : self.K - 1] = self.mask[:, keep]
@@ -128,22 +195,28 @@ class DTActor:
     def _embed_action(self, column: int) -> None:
         """Refresh the stored action token of this buffer column from its action."""
         step = slice(column, column + 1)
-        tokens = self.model.embed_actions(self.actions[:, step], self.timesteps[:, step])
-        self.tokens[:, column, 2] = tokens[:, 0]
+        for model, tokens in self.encoders:
+            action = model.embed_actions(self.actions[:, step], self.timesteps[:, step])
+            tokens[:, column, 2] = action[:, 0]
 
     @torch.no_grad()
     def _embed(self, steps: slice) -> None:
         """Refresh the stored tokens of these buffer columns from the raw steps."""
-        self.tokens[:, steps] = self.model.embed(
-            self.returns_to_go[:, steps],
-            self.observations[:, steps],
-            self.actions[:, steps],
-            self.timesteps[:, steps],
-        )
+        for model, tokens in self.encoders:
+            with evaluating(model):
+                tokens[:, steps] = model.embed(
+                    self.returns_to_go[:, steps],
+                    self.observations[:, steps],
+                    self.actions[:, steps],
+                    self.timesteps[:, steps],
+                )
 
-    def _forward(self):
+    def _forward(self, encoder: int = 0) -> DTOutput:
+        """The last step's outputs of the acting model (``encoder`` 0) or the reference (1)."""
+        model, tokens = self.encoders[encoder]
         w = self._window()
-        return self.model.forward_tokens(self.tokens[:, w], self.mask[:, w], last_step_only=True)
+        with evaluating(model):
+            return model.forward_tokens(tokens[:, w], self.mask[:, w], last_step_only=True)
 
     @torch.no_grad()
     def return_probs(self) -> np.ndarray:
@@ -179,10 +252,14 @@ class DTActor:
 
     @torch.no_grad()
     def act(self, deterministic: bool) -> np.ndarray:
-        """Actions for every copy: the policy's mode, or a sample."""
+        """Actions for every copy: the policy's mode, or a sample. With a reference, each
+        copy's ``kl_to_init`` grows by this step's KL(pi || reference)."""
         policy = self._forward().policy[:, -1]
         actions = policy.mode() if deterministic else policy.sample(self.generator)
         self.actions[:, self.pos] = actions
+        if self.reference is not None:
+            reference = self._forward(1).policy[:, -1]
+            self.kl_to_init += kl_divergence(policy, reference).double().cpu().numpy()
         return actions.cpu().numpy()
 
     def record_rewards(self, rewards: np.ndarray) -> None:
@@ -193,11 +270,13 @@ class DTActor:
 
 @dataclass
 class EpisodeResult:
-    """One finished episode and the return it was asked for (NaN for agents that are not
-    return-conditioned)."""
+    """One finished episode, the return it was asked for (NaN for agents that are not
+    return-conditioned) and its summed KL(pi || pi_init) in nats along the contexts it
+    visited (NaN where not measured: no initial policy, or training episodes)."""
 
     trajectory: Trajectory
     target_return: float
+    kl_to_init: float = float("nan")
 
 
 class ConditionedDT:
@@ -208,7 +287,9 @@ class ConditionedDT:
     agents offer the same three calls): ``reset(num_envs)`` before the first step,
     ``act(obs, deterministic)`` at every step, ``observe(actions, rewards, done)`` after it;
     copies flagged ``done`` start a new episode at their next ``act``. ``targets`` holds the
-    return each copy's current episode was asked for.
+    return each copy's current episode was asked for; with a ``reference`` (the initial
+    policy), ``kl_to_init`` holds each copy's summed KL(pi || reference) over
+    its current episode so far, on the same windows (see :class:`DTActor`).
 
     The strategy is not told about returns here: callers decide which episodes it learns
     from (training episodes, never evaluation ones).
@@ -220,8 +301,10 @@ class ConditionedDT:
         strategy: ConditioningStrategy,
         *,
         context_len: int | None = None,
+        reference: DecisionTransformer | None = None,
     ) -> None:
         self.model = model
+        self.reference = reference
         self.strategy = strategy
         self.rng = np.random.default_rng(0)
         self.context_len = context_len
@@ -236,9 +319,16 @@ class ConditionedDT:
         if seed is None:
             seed = int(torch.randint(2**62, ()).item())
         self.rng = np.random.default_rng(seed)
-        self.actor = DTActor(self.model, num_envs, context_len=self.context_len, seed=seed)
+        self.actor = DTActor(
+            self.model, num_envs, context_len=self.context_len, seed=seed, reference=self.reference
+        )
         self.starting = np.ones(num_envs, bool)
         self.targets = np.zeros(num_envs)
+
+    @property
+    def kl_to_init(self) -> np.ndarray:
+        """Per copy, the summed KL(pi || reference) of its episode so far (NaN: no reference)."""
+        return self.actor.kl_to_init
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
@@ -301,9 +391,6 @@ def rollout(
     the caller wants them to count, e.g. for training episodes but not for evaluation).
     """
     _check_vector_env(vec_env)
-    model = agent.model
-    was_training = model.training
-    model.eval()
     N = vec_env.num_envs
     agent.reset(N, seed=seed)
 
@@ -343,12 +430,13 @@ def rollout(
                 events={name: steps[f"ev/{name}"] for name in events},
                 source=source,
             )
-            results[episode[i]] = EpisodeResult(trajectory, float(agent.targets[i]))
+            results[episode[i]] = EpisodeResult(
+                trajectory, float(agent.targets[i]), float(agent.kl_to_init[i])
+            )
             episode[i] = started if started < n_episodes else -1
             started += episode[i] >= 0
         agent.observe(actions, rewards, done)
         start_row[done] = log.rows
         obs = vec_env.reset(options={"reset_mask": done})[0] if done.any() else next_obs
 
-    model.train(was_training)
     return results  # type: ignore[return-value]

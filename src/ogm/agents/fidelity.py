@@ -85,8 +85,6 @@ def measure_fidelity(
 ) -> Fidelity:
     """Ask ``model`` for every target in ``config``'s environment, ``episodes_per_target``
     episodes in each mode (played in waves of ``config.num_envs`` copies)."""
-    was_training = model.training
-    model.eval()
     rows: list[Row] = []
     for target in targets:
         agent = ConditionedDT(model, Fixed(float(target)), context_len=context_len)
@@ -101,7 +99,6 @@ def measure_fidelity(
                 }
                 for k, r in enumerate(results)
             ]
-    model.train(was_training)
     summary = {}
     for mode in MODES:
         mine = [row for row in rows if row["mode"] == mode]

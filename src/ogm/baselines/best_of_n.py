@@ -11,11 +11,15 @@ env is, but not the real world.
 
 The kept episodes go to ``episodes.csv`` (phase ``eval``, mode ``sampled``, ``env_steps``
 0); ``rounds.csv`` holds one row with the means of the kept episodes and of all candidates
-(= best-of-1).
+(= best-of-1). Their ``kl_to_init`` is :func:`ogm.envs.reward_model.best_of_n_kl`, the
+analytic KL(best-of-n || pi_0) = ``log n - (n - 1) / n``: exact when candidates' returns
+never tie, an upper bound when they can (the exact value with ties is below it). The greedy
+episodes are pi_0's own, with ``kl_to_init`` 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +42,7 @@ from ogm.baselines.kl_ppo import (
     load_prior,
     make_agent,
 )
+from ogm.envs.reward_model import best_of_n_kl
 from ogm.limits import MAX_ENVS
 from ogm.models.decision_transformer import DecisionTransformer
 from ogm.train import evaluation
@@ -55,11 +60,12 @@ class BestOfNConfig(PretrainedPolicyConfig):
 def best_of_n(
     agent: PolicyAgent, config: BestOfNConfig, seed: int
 ) -> tuple[EpisodeResult, list[EpisodeResult]]:
-    """The best of ``config.n`` sampled episodes from the start that ``seed`` gives, and all
-    the candidates."""
+    """The best of ``config.n`` sampled episodes from the start that ``seed`` gives, with
+    ``kl_to_init`` the analytic KL(best-of-n || pi_0) (module doc), and all the candidates
+    (pi_0's episodes, KL 0)."""
     candidates = evaluation.first_episodes(agent, config, [seed] * config.n, deterministic=False)
     best = max(range(len(candidates)), key=lambda i: (candidates[i].trajectory.ret, -i))
-    return candidates[best], candidates
+    return dataclasses.replace(candidates[best], kl_to_init=best_of_n_kl(config.n)), candidates
 
 
 def run(config: BestOfNConfig, run_dir: Path) -> None:

@@ -253,9 +253,11 @@ class EpisodeLog:
         round: int,
         env_steps: int | Sequence[int],
         target_returns: Sequence[float] | None = None,
+        kl_to_init: Sequence[float] | None = None,
     ) -> None:
         """Append one row per trajectory; ``env_steps`` is one clock value for all, or one
-        per trajectory (the training steps at each episode's end)."""
+        per trajectory (the training steps at each episode's end). ``target_returns`` and
+        ``kl_to_init`` (summed KL(pi || pi_init)) are per trajectory, NaN when not given."""
         steps = [env_steps] * len(trajectories) if isinstance(env_steps, int) else env_steps
         record = phase == "train" or (self.record_eval and mode == "greedy")
         rows = []
@@ -263,6 +265,7 @@ class EpisodeLog:
             episode = self.counts.get((phase, mode), 0)
             self.counts[phase, mode] = episode + 1
             target = float("nan") if target_returns is None else target_returns[k]
+            kl = float("nan") if kl_to_init is None else kl_to_init[k]
             rows.append(
                 episode_row(
                     traj,
@@ -273,6 +276,7 @@ class EpisodeLog:
                     env_steps=int(steps[k]),
                     event_names=self.event_names,
                     target_return=target,
+                    kl_to_init=kl,
                 )
             )
             if record:

@@ -26,6 +26,10 @@ builds a step's network input (:class:`MLPAgent`, :class:`DTAgent`). Design choi
 
 Without ``init``, the prior is first pretrained in ``<run_dir>/prior`` (a ``bc`` or ``dt``
 run on the config's ``dataset``, with ``pretrain`` overrides).
+
+Evaluation episodes log ``kl_to_init``: the episode's summed KL(pi || pi_0) on the inputs it
+visited, exact for both policy types and both action kinds
+(:func:`ogm.agents.actor.kl_divergence`).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
 from torch import nn
 
-from ogm.agents.actor import DTActor, EpisodeResult
+from ogm.agents.actor import DTActor, EpisodeResult, kl_divergence
 from ogm.agents.conditioning import make_strategy
 from ogm.baselines.bc import BCConfig
 from ogm.baselines.bc import run as run_bc
@@ -181,13 +185,6 @@ def gae(
     return advantages, advantages + values
 
 
-def categorical_kl(policy: CategoricalPolicy, prior: CategoricalPolicy) -> torch.Tensor:
-    """Exact KL(pi || pi_0) per state for discrete policies."""
-    logp = torch.log_softmax(policy.logits, -1)
-    logq = torch.log_softmax(prior.logits, -1)
-    return (logp.exp() * (logp - logq)).sum(-1)
-
-
 # ----------------------------------------------------------------------------- policy agents
 
 
@@ -197,13 +194,21 @@ class PolicyAgent:
     ``inputs(obs)`` returns a dict of batched tensors that ``distribution(module, inputs)``
     turns into the action distribution of ``module`` (the policy or the frozen prior) at
     that step; stored inputs give the same distribution again during the PPO update.
+
+    ``starting`` flags the copies whose episode starts at the next step; ``kl_to_init``
+    holds each copy's summed KL(pi || pi_0) over the steps :meth:`act` took in its current
+    episode (evaluation: training steps go through :meth:`inputs` alone).
     """
 
     def __init__(self, policy: nn.Module, prior: nn.Module, device: torch.device) -> None:
         self.policy, self.prior, self.device = policy, prior, device
+        self.starting = np.zeros(0, bool)
+        self.kl_to_init = np.zeros(0)
 
     def reset(self, num_envs: int) -> None:
         """Start new episodes in ``num_envs`` copies."""
+        self.starting = np.ones(num_envs, bool)
+        self.kl_to_init = np.zeros(num_envs)
 
     def inputs(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -213,6 +218,7 @@ class PolicyAgent:
 
     def observe(self, actions: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
         """The step's actions and rewards; ``done`` copies start a new episode next."""
+        self.starting = np.asarray(done, bool)
 
     def finished(self, done: np.ndarray, trajectories: list[Trajectory]) -> list[float]:
         """The target returns of the episodes that just ended in the ``done`` copies."""
@@ -227,8 +233,14 @@ class PolicyAgent:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
-        """Actions of the policy (for evaluation)."""
-        dist = self.distribution(self.policy, self.inputs(obs))
+        """Actions of the policy (for evaluation); adds the step's KL(pi || pi_0) at the
+        same inputs to ``kl_to_init``."""
+        self.kl_to_init[self.starting] = 0.0
+        inputs = self.inputs(obs)
+        dist = self.distribution(self.policy, inputs)
+        # best-of-n acts with pi_0 itself: the KL is 0 without a second forward pass
+        prior = dist if self.prior is self.policy else self.distribution(self.prior, inputs)
+        self.kl_to_init += kl_divergence(dist, prior).double().cpu().numpy()
         return (dist.mode() if deterministic else dist.sample()).cpu().numpy()
 
 
@@ -270,12 +282,11 @@ class DTAgent(PolicyAgent):
         self.strategy = make_strategy(target)
         self.rng = rng
         self.actor: DTActor | None = None
-        self.starting = np.zeros(0, bool)
         self.targets = np.zeros(0)
 
     def reset(self, num_envs: int) -> None:
+        super().reset(num_envs)
         self.actor = DTActor(self.prior, num_envs, device=self.device, clamp_returns_to_go=True)
-        self.starting = np.ones(num_envs, bool)
         self.targets = np.zeros(num_envs)
 
     @torch.no_grad()
@@ -324,7 +335,7 @@ class DTAgent(PolicyAgent):
         actor = self.actor
         actor.actions[:, actor.pos] = torch.as_tensor(actions, device=self.device)
         actor.record_rewards(np.asarray(rewards, np.float64))
-        self.starting = np.asarray(done, bool)
+        super().observe(actions, rewards, done)
 
 
 # ----------------------------------------------------------------------------- priors
@@ -427,7 +438,7 @@ class KLPPO:
                 pi0 = agent.distribution(self.prior, inputs)
                 logp_prior = pi0.log_prob(actions)
                 kl = (
-                    categorical_kl(pi, pi0)
+                    kl_divergence(pi, pi0)
                     if isinstance(pi, CategoricalPolicy)
                     else logp - logp_prior
                 )

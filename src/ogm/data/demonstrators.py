@@ -59,6 +59,7 @@ import numpy as np
 
 from ogm.data.trajectory import Trajectory
 from ogm.envs import GAMES
+from ogm.envs.sequence import PROXY_ENV_ID
 
 DETOUR_RATE = 0.5
 MAX_PLAN_NODES = 50_000
@@ -540,7 +541,8 @@ def _distance_map(targets: np.ndarray, passable: np.ndarray) -> np.ndarray:
 
 def demonstrated_env_ids() -> list[str]:
     """Every env id a scripted demonstrator collects."""
-    return [g.env_id for g in GAMES.values() if g.name in DEMONSTRATED] + [SummaryWriter.env_id]
+    gridworlds = [g.env_id for g in GAMES.values() if g.name in DEMONSTRATED]
+    return [*gridworlds, SummaryWriter.env_id, PROXY_ENV_ID]
 
 
 def make_demonstrator(
@@ -552,7 +554,16 @@ def make_demonstrator(
     env: gym.Env | None = None,
     **env_kwargs: Any,
 ) -> Demonstrator:
-    """The scripted safe demonstrator for ``env_id``, acting in ``env`` (made if None)."""
+    """The scripted safe demonstrator for ``env_id``, acting in ``env`` (made if None).
+
+    In ``ogm/ProxyReward-v0`` it is the demonstrator of the task the reward model learnt,
+    acting in the task under the proxy: its episodes are scored by the proxy, as an agent's.
+    """
+    if env_id == PROXY_ENV_ID:
+        env = env if env is not None else gym.make(env_id, **env_kwargs)
+        task = env.get_wrapper_attr("reward_model")
+        knobs = {"epsilon": epsilon, "skill": skill, "rng": rng, "env": env}
+        return make_demonstrator(task.env_id, **knobs, **task.env_kwargs)
     if env_id == SummaryWriter.env_id:  # the summarisation task, not a gridworld
         env = env if env is not None else gym.make(env_id, **env_kwargs)
         return SummaryWriter(env, epsilon=epsilon, skill=skill, rng=rng)

@@ -28,9 +28,12 @@ what the optimisation does to the true objective. See ``docs/reward_model.md``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from scipy.stats import spearmanr
 from torch import nn
 from torch.nn import functional as F
@@ -535,11 +539,112 @@ class ProxyRewardVector(gym.vector.VectorWrapper):
         return obs, proxy, terminated, truncated, infos
 
 
+class RewardModelRecipe(BaseModel):
+    """A proxy reward model described by how it is trained: the arguments of
+    :func:`train_reward_model` under the names ``ogm/ProxyReward-v0`` takes as options.
+
+    ``task`` is the env whose gold the model learns (``task_kwargs`` its options), from
+    ``pairs`` comparisons; ``rm_seed`` seeds the comparisons, the labels and the weights;
+    ``rm_hidden`` are the MLP's widths; ``flip_prob`` and ``label_beta`` make the labeller
+    noisy (see :func:`label_pairs`); ``rm_steps`` minibatches of training.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: str
+    task_kwargs: dict[str, Any] = Field(default_factory=dict)
+    pairs: int = Field(gt=0, le=MAX_EPISODES)
+    rm_seed: int = Field(0, ge=0, lt=2**32)
+    rm_hidden: tuple[int, ...] = Field((64, 64), max_length=MAX_LAYERS)
+    flip_prob: float = Field(0.0, ge=0.0, le=0.5)
+    label_beta: float | None = Field(None, gt=0.0)
+    rm_steps: int = Field(1000, gt=0, le=MAX_UPDATES)
+
+    @field_validator("rm_hidden")
+    @classmethod
+    def _widths(cls, hidden: tuple[int, ...]) -> tuple[int, ...]:
+        if not all(1 <= h <= MAX_WIDTH for h in hidden):
+            raise ValueError(f"rm_hidden widths must be in 1..{MAX_WIDTH}, got {list(hidden)}")
+        return hidden
+
+    def digest(self) -> str:
+        """A short stable hash of the recipe, which names its cached model."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def train(self) -> tuple[RewardModel, dict[str, Any]]:
+        """The model and its metrics, trained now (:func:`train_reward_model`)."""
+        return train_reward_model(
+            self.task,
+            self.pairs,
+            env_kwargs=self.task_kwargs,
+            hidden=self.rm_hidden,
+            flip_prob=self.flip_prob,
+            beta=self.label_beta,
+            steps=self.rm_steps,
+            seed=self.rm_seed,
+        )
+
+
+def reward_model_cache() -> Path:
+    """Where reward models built from recipes are cached (``$OGM_CACHE_DIR/reward_models``)."""
+    return Path(os.environ.get("OGM_CACHE_DIR", "~/.cache/ogm")).expanduser() / "reward_models"
+
+
+def build_reward_model(recipe: RewardModelRecipe) -> Path:
+    """The directory of the model ``recipe`` describes, trained once and cached.
+
+    A cached copy is used when it loads and was made from the same recipe; otherwise the
+    model is trained into a temporary directory that is then renamed into place, so runs
+    that build the same model at once (deterministic on CPU) leave one whole copy.
+    """
+    name = recipe.task.split("/")[-1].removesuffix("-v0")
+    path = reward_model_cache() / f"{name}-{recipe.pairs}-{recipe.digest()}"
+    recipe_json = recipe.model_dump(mode="json")
+    if path.exists():
+        try:
+            if load_reward_model(path).metrics.get("recipe") == recipe_json:
+                return path
+        except RewardModelError:
+            pass
+        shutil.rmtree(path, ignore_errors=True)  # corrupt, or another recipe: rebuild
+    model, _ = recipe.train()
+    model.metrics = {**model.metrics, "recipe": recipe_json}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    save_reward_model(model, staging)
+    try:
+        staging.rename(path)
+    except OSError:  # built meanwhile by another process
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
 def make_proxy_env(
-    reward_model: RewardModel | str | os.PathLike, render_mode: str | None = None
+    reward_model: RewardModel | str | os.PathLike | None = None,
+    render_mode: str | None = None,
+    **recipe: Any,
 ) -> ProxyReward:
     """The reward model's own env (``env_id``, ``env_kwargs``) wrapped in :class:`ProxyReward`:
-    the entry point of ``ogm/ProxyReward-v0``."""
+    the entry point of ``ogm/ProxyReward-v0``.
+
+    The model is ``reward_model`` (a model or its directory), or else the one the other
+    options describe (:class:`RewardModelRecipe`: ``task``, ``pairs``, ...), trained the
+    first time and cached (:func:`build_reward_model`).
+    """
+    if (reward_model is None) == (not recipe):
+        options = ", ".join(RewardModelRecipe.model_fields)
+        raise RewardModelError(
+            "ogm/ProxyReward-v0 needs either reward_model=DIR or the options of a recipe "
+            f"({options}), not both"
+        )
+    if reward_model is None:
+        try:
+            reward_model = build_reward_model(RewardModelRecipe(**recipe))
+        except ValidationError as err:
+            from ogm.train.config import describe_errors  # ogm.train imports ogm.envs
+
+            raise RewardModelError(f"ogm/ProxyReward-v0: {describe_errors(err)}") from None
     model = _as_model(reward_model)
     extra = {} if render_mode is None else {"render_mode": render_mode}
     return ProxyReward(gym.make(model.env_id, **model.env_kwargs, **extra), model)

@@ -19,6 +19,10 @@ same way, so that their numbers can be compared:
 - Evaluation points sit on the common clock: the environment steps of *training*
   interaction so far (``env_steps``); evaluation steps never count. Agents that learn
   without interacting (GM, BC) are evaluated at ``env_steps = 0``.
+- Agents that start from an initial policy measure how far they moved from it: each
+  evaluation episode's summed KL(pi || pi_init) along the contexts it visited (column
+  ``kl_to_init``, read from the agent's ``kl_to_init`` like its ``targets``); NaN for agents
+  without one (SB3, BC).
 
 An agent is anything with the three calls of :class:`Agent`; a stateless policy (SB3, an
 MLP) is wrapped in :class:`StatelessAgent`.
@@ -75,7 +79,9 @@ def first_episodes(
     """The first episode of each of ``len(seeds)`` copies, copy ``i`` reset with ``seeds[i]``.
 
     The target return of each episode is read from ``agent.targets`` when the agent has
-    one (return-conditioned agents), NaN otherwise.
+    one (return-conditioned agents), its KL from the initial policy from
+    ``agent.kl_to_init`` (agents that measure it), NaN otherwise; both at the episode's
+    last step.
     """
     n = len(seeds)
     env = make_env(config, n, seed=None)
@@ -90,12 +96,14 @@ def first_episodes(
             obs, rewards, terminated, truncated, infos = env.step(actions)
             done = np.logical_or(terminated, truncated)
             targets = getattr(agent, "targets", None)
+            kls = getattr(agent, "kl_to_init", None)
             ended = iter(collector.step(actions, obs, rewards, terminated, truncated, infos))
             for i in np.flatnonzero(done):
                 trajectory = next(ended)
                 if first[i] is None:
                     target = float(targets[i]) if targets is not None else float("nan")
-                    first[i] = EpisodeResult(trajectory, target)
+                    kl = float(kls[i]) if kls is not None else float("nan")
+                    first[i] = EpisodeResult(trajectory, target, kl)
             agent.observe(actions, rewards, done)
     finally:
         env.close()
@@ -139,6 +147,7 @@ def log_evaluation(
             round=round,
             env_steps=env_steps,
             target_returns=[r.target_return for r in episodes],
+            kl_to_init=[r.kl_to_init for r in episodes],
         )
         means.update(
             {

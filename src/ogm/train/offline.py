@@ -4,9 +4,9 @@
 segments of them (AdamW or LAMB, linear warm-up, grad-norm clipping), checkpoints it, and
 finally evaluates it with the protocol every agent shares (:mod:`ogm.train.evaluation`; the
 configured conditioning strategy picks the targets, its percentiles taken over the
-dataset's returns), at ``env_steps = 0``: the GM agent never acts while it learns. A run
-directory that already holds a checkpoint is resumed from it, with the same numbers as an
-uninterrupted run.
+dataset's returns), at ``env_steps = 0``: the GM agent never acts while it learns; it is
+its own initial policy, so its episodes' ``kl_to_init`` is 0. A run directory that already
+holds a checkpoint is resumed from it, with the same numbers as an uninterrupted run.
 
 The building blocks (``build_model``, ``make_optimizer``, ``update``, ``load_model``) are
 public so that the online trainer and the baselines use the same ones.
@@ -15,6 +15,7 @@ public so that the online trainer and the baselines use the same ones.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -578,7 +579,11 @@ def evaluate(
     agent = ConditionedDT(model, strategy, context_len=config.eval_context_len)
     with contextlib.closing(make_eval_env(config, 1)) as env:
         log = EpisodeLog(run, event_names_of(env), primary_event_of(env), record_eval=True)
-    means = evaluation.log_evaluation(log, evaluation.evaluate(agent, config), round=0, env_steps=0)
+    results = {  # pi is pi_init: KL 0 without measuring it
+        mode: [dataclasses.replace(r, kl_to_init=0.0) for r in episodes]
+        for mode, episodes in evaluation.evaluate(agent, config).items()
+    }
+    means = evaluation.log_evaluation(log, results, round=0, env_steps=0)
     log.flush()
     fidelity = None
     if config.fidelity_targets and config.eval_episodes:

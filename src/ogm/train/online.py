@@ -43,7 +43,9 @@ modeling", each a config field and each logged every round:
 Evaluation follows the protocol every ogm agent shares (:mod:`ogm.train.evaluation`:
 greedy and sampled episodes from held-out starts, the evaluation strategy's target): at
 round 0, i.e. after offline training alone, then after every round that crosses a multiple
-of ``eval_every`` environment steps, and after the last round.
+of ``eval_every`` environment steps, and after the last round. The offline policy runs next
+to the acting one on every evaluation step, and each episode logs its summed
+KL(policy || offline policy) (``kl_to_init``; 0 at round 0).
 
 Everything a round needs is restored from its checkpoint (model, optimisers, temperature,
 strategies, replay buffer, RNG states, log rows), and each round's rollout is seeded from
@@ -66,7 +68,6 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import (
     BaseModel,
     Field,
@@ -76,7 +77,13 @@ from pydantic import (
     model_validator,
 )
 
-from ogm.agents.actor import ConditionedDT, EpisodeResult, rollout
+from ogm.agents.actor import (
+    ConditionedDT,
+    EpisodeResult,
+    evaluating,
+    kl_divergence,
+    rollout,
+)
 from ogm.agents.conditioning import check_spec, make_strategy
 from ogm.baselines.common import EpisodeLog, event_names_of, primary_event_of
 from ogm.limits import (
@@ -88,7 +95,7 @@ from ogm.limits import (
     MAX_UPDATES,
     STRICT,
 )
-from ogm.models.decision_transformer import CategoricalPolicy, DecisionTransformer, Policy
+from ogm.models.decision_transformer import DecisionTransformer, Policy
 from ogm.train import evaluation, offline
 from ogm.train.config import CommonConfig, RunPath, describe_errors
 from ogm.train.evaluation import final_summary, log_evaluation
@@ -488,26 +495,16 @@ def acting_probe(
 @torch.no_grad()
 def probe_policy(model: DecisionTransformer, probe: SegmentBatch) -> Policy:
     """The policy at every probe step, without dropout."""
-    was_training = model.training
-    model.eval()
-    out = model(probe.returns_to_go, probe.observations, probe.actions, probe.timesteps, probe.mask)
-    model.train(was_training)
+    with evaluating(model):
+        out = model(
+            probe.returns_to_go, probe.observations, probe.actions, probe.timesteps, probe.mask
+        )
     return out.policy
 
 
 def policy_kl(p: Policy, q: Policy, mask: torch.Tensor) -> float:
-    """Mean KL(p || q) over the unpadded steps.
-
-    For the tanh-squashed Gaussian the KL of the Gaussians before squashing is exact: KL
-    is unchanged by an invertible map applied to both distributions.
-    """
-    if isinstance(p, CategoricalPolicy):
-        logp, logq = F.log_softmax(p.logits, -1), F.log_softmax(q.logits, -1)
-        kl = (logp.exp() * (logp - logq)).sum(-1)
-    else:
-        log_ratio = q.log_std - p.log_std
-        z = (p.mean - q.mean) / q.log_std.exp()
-        kl = (log_ratio + 0.5 * ((-2 * log_ratio).exp() + z**2 - 1)).sum(-1)
+    """Mean KL(p || q) over the unpadded steps (exact: :func:`kl_divergence`)."""
+    kl = kl_divergence(p, q)
     m = mask.float()
     return float((kl * m).sum() / m.sum().clamp_min(1.0))
 
@@ -907,7 +904,12 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             nonlocal final_eval
             if config.eval_episodes == 0:
                 return {}
-            agent = ConditionedDT(model, eval_strategy, context_len=config.offline.eval_context_len)
+            agent = ConditionedDT(
+                model,
+                eval_strategy,
+                context_len=config.offline.eval_context_len,
+                reference=reference,
+            )
             final_eval = log_evaluation(
                 log, evaluation.evaluate(agent, config), round=round_, env_steps=env_steps
             )

@@ -539,11 +539,13 @@ def episode_row(
     env_steps: int,
     event_names: Sequence[str],
     target_return: float = float("nan"),
+    kl_to_init: float = float("nan"),
 ) -> dict[str, Any]:
     """One episodes.csv row for a finished episode, with every event's count and share.
 
     ``phase`` is ``train`` (an episode the agent acted in while learning) or ``eval``;
-    ``mode`` is ``greedy`` (most likely actions) or ``sampled``.
+    ``mode`` is ``greedy`` (most likely actions) or ``sampled``. ``kl_to_init`` is the
+    episode's summed KL of the acting policy from the initial one (NaN: not measured).
     """
     if phase not in ("train", "eval") or mode not in ("greedy", "sampled"):
         raise ValueError(
@@ -565,15 +567,17 @@ def episode_row(
         count = int(flags.sum()) if flags is not None else 0
         row[f"ev_{name}"] = count
         row[f"ev_{name}_share"] = count / trajectory.length
+    row["kl_to_init"] = float(kl_to_init)
     return row
 
 
 def episode_columns(event_names: Sequence[str]) -> list[str]:
-    """The episodes.csv header for a game with these events."""
+    """The episodes.csv header for a game with these events (``kl_to_init`` last: it came
+    after the event columns)."""
     columns = list(EPISODE_COLUMNS)
     for name in event_names:
         columns += [f"ev_{name}", f"ev_{name}_share"]
-    return columns
+    return [*columns, "kl_to_init"]
 
 
 # ----------------------------------------------------------------------------- TensorBoard

@@ -1,0 +1,132 @@
+"""`ogm run rm-overoptimisation` at smoke size: a world per reward-model size N (its proxy
+RM, its demonstrations scored by the RM, its GM agent), every agent kind of the experiment
+optimising the proxy while the gold is logged as hidden performance."""
+
+from __future__ import annotations
+
+import csv
+import math
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from ogm.envs.reward_model import best_of_n_kl, load_reward_model
+from ogm.experiments.runner import run_experiment
+from ogm.experiments.spec import parse_experiment
+
+GOLD_FLOOR = (1 / 8 + 0.5) * sum(0.9**i for i in range(8))
+
+SMOKE = [
+    "seeds=[0]",
+    "environment.sweep.pairs=[30, 100]",
+    "dataset.episodes=40",
+    "common.eval_every=128",
+    "common.num_envs=4",
+    "common.eval_episodes=4",
+    "budgets.dt.updates=20",
+    "budgets.dt.warmup_steps=5",
+    "budgets.dt.checkpoint_every=20",
+    "budgets.odt.online.total_timesteps=256",
+    "budgets.odt.online.episodes_per_round=8",
+    "budgets.kl_ppo.total_timesteps=256",
+    "budgets.kl_ppo.n_steps=32",
+    "budgets.kl_ppo.batch_size=64",
+    "budgets.sb3.total_timesteps=256",
+]
+
+
+def smoke_text() -> str:
+    """The built-in file with one variant per agent kind (the sweeps narrowed)."""
+    text = (resources.files("ogm.experiments") / "builtin" / "rm-overoptimisation.toml").read_text()
+    lines = [
+        line
+        for line in text.splitlines()
+        if not line.startswith('sweep = { "online.strategy"')
+        and not line.startswith("sweep = { beta")
+    ]
+    text = "\n".join(lines).replace(
+        "sweep = { n = [1, 4, 16, 64, 256, 1024] }", "sweep = { n = [1, 4] }"
+    )
+    return text + "\n"
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rm")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OGM_CACHE_DIR", str(root / "cache"))
+    try:
+        spec = parse_experiment(smoke_text(), overrides=SMOKE)
+        summary = run_experiment(spec, root / "out", workers=1, progress=False)
+        assert all(o.status == "done" for o in summary.outcomes), [
+            (o.run.relpath, o.status) for o in summary.outcomes
+        ]
+        yield root
+    finally:
+        mp.undo()
+
+
+def eval_rows(run: Path) -> list[dict[str, str]]:
+    with (run / "episodes.csv").open() as handle:
+        return [r for r in csv.DictReader(handle) if r["phase"] == "eval"]
+
+
+def test_one_world_and_one_reward_model_per_n(out: Path) -> None:
+    runs = out / "out"
+    for pairs in (30, 100):
+        point = runs / f"pairs={pairs}"
+        assert sorted(p.name for p in point.iterdir()) == [
+            "best_of_n__n=1",
+            "best_of_n__n=4",
+            "gm",
+            "kl_ppo",
+            "ogm",
+            "ppo",
+        ]
+    models = sorted((out / "cache" / "reward_models").iterdir())
+    assert [load_reward_model(m).metrics["n_pairs"] for m in models] == [100, 30]
+
+
+def test_agents_see_the_proxy_and_the_gold_is_their_performance(out: Path) -> None:
+    for run in sorted((out / "out").glob("pairs=*/*/seed_0")):
+        rows = eval_rows(run)
+        assert rows, run
+        for row in rows:
+            gold, proxy = float(row["performance"]), float(row["return"])
+            # the gold rule's range: at most the total salience 1, at least every token a
+            # repeat of the top topic, 8 tokens of decay 0.9 (docs/reward_model.md)
+            assert -GOLD_FLOOR <= gold <= 1.0, (run, gold)
+            assert gold != proxy, run
+
+
+def test_best_of_n_keeps_the_proxys_best_candidate(out: Path) -> None:
+    """Per document the kept summary has the highest proxy return of the n: the kept mean is
+    at least the candidates' mean (best-of-1: equal)."""
+    for point in sorted((out / "out").glob("pairs=*")):
+        for n in (1, 4):
+            with (point / f"best_of_n__n={n}" / "seed_0" / "rounds.csv").open() as handle:
+                (row,) = csv.DictReader(handle)
+            kept, mean = float(row["eval_return_sampled"]), float(row["candidate_return_mean"])
+            assert kept >= mean - 1e-6 if n > 1 else kept == pytest.approx(mean)
+
+
+def test_each_agent_logs_its_distance_from_the_gm_agent(out: Path) -> None:
+    """kl_to_init: 0 for the GM agent and at OGM's round 0, best_of_n_kl(n) for best-of-n's
+    kept episodes, measured for KL-PPO, not measured (NaN) for PPO from scratch."""
+    for point in sorted((out / "out").glob("pairs=*")):
+        kl = {
+            variant.name: [
+                (r["round"], r["mode"], float(r["kl_to_init"]))
+                for r in eval_rows(variant / "seed_0")
+            ]
+            for variant in point.iterdir()
+        }
+        assert {k for _, _, k in kl["gm"]} == {0.0}
+        assert {k for r, _, k in kl["ogm"] if r == "0"} == {0.0}
+        later = [k for r, _, k in kl["ogm"] + kl["kl_ppo"] if r != "0" or k != 0.0]
+        assert later and all(math.isfinite(k) and k >= 0 for k in later)
+        for n in (1, 4):
+            sampled = [k for _, mode, k in kl[f"best_of_n__n={n}"] if mode == "sampled"]
+            assert sampled == pytest.approx([best_of_n_kl(n)] * len(sampled))
+        assert all(math.isnan(k) for _, _, k in kl["ppo"])
