@@ -293,23 +293,30 @@ def test_the_builtin_experiment_compares_every_agent_at_every_depth(tmp_path):
     assert spec.environment.env_id == ENV_ID
     assert spec.environment.sweep == {"k": [1, 2, 3, 4, 5, 6, 7, 8]}
     runs = expand(spec, "hack-depth", out=tmp_path)
-    assert len(runs) == 8 * 22 * 3  # depths x variants x seeds
+    assert len(runs) == 8 * 15 * 10  # depths x variants x seeds
     for k in range(1, 9):
         at_k = [r for r in runs if r.env_point == {"k": k}]
         variants = {r.variant: r for r in at_k}
         kinds = sorted(r.kind for r in variants.values())
-        assert kinds == ["dt", *["kl_ppo"] * 3, *["odt"] * 16, "sb3", "sb3"]
+        assert kinds == ["dt", *["kl_ppo"] * 3, *["odt"] * 9, "sb3", "sb3"]
         assert {r.config["algo"] for r in variants.values() if r.kind == "sb3"} == {"ppo", "dqn"}
-        ogm_runs = [r for r in variants.values() if r.kind == "odt"]
-        assert {
-            (r.config["online"]["demo_fraction"], r.config["online"]["entropy"]) for r in ogm_runs
-        } == {(0.0, True), (0.0, False), (0.5, True), (0.5, False)}
-        assert {r.config["online"]["strategy"].split(":")[0] for r in ogm_runs} == {
+        ogm = [r.config["online"] for r in variants.values() if r.kind == "odt"]
+        at_defaults = [
+            c["strategy"] for c in ogm if (c["demo_fraction"], c["entropy"]) == (0.5, True)
+        ]
+        assert [s.split(":")[0] for s in at_defaults] == [
             "fixed",
             "percentile",
             "quantilizer",
             "exp_tilted",
-        }
+            "odt",
+        ]
+        for changed in ({"demo_fraction": 0.0}, {"entropy": False}):  # each control alone
+            alone = [c["strategy"] for c in ogm if c.items() >= changed.items()]
+            assert alone == ["quantilizer:0.1", "odt:2"]
+        budgets = [r.config["total_timesteps"] for r in at_k if r.kind in ("sb3", "kl_ppo")]
+        budgets += [c["total_timesteps"] for c in ogm]
+        assert set(budgets) == {32000}  # one clock: environment steps
         # the demonstrations are collected in the same world, slips included, at each depth
         world = {**spec.environment.kwargs, "k": k}
         assert all(r.config["dataset"]["env_kwargs"] == world for r in at_k)
