@@ -61,14 +61,17 @@ def kl_divergence(p: Policy, q: Policy) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def evaluating(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """``module`` in eval mode (no dropout) inside the block, back in its own mode after."""
-    was_training = module.training
-    module.eval()
+def evaluating(*modules: torch.nn.Module) -> Iterator[None]:
+    """``modules`` in eval mode (no dropout) inside the block, each back in its own mode
+    after. Wrap a whole acting session, not a step: switching modes walks every submodule."""
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.eval()
     try:
-        yield module
+        yield
     finally:
-        module.train(was_training)
+        for module, mode in zip(modules, modes, strict=True):
+            module.train(mode)
 
 
 def _check_reference(model: DecisionTransformer, reference: DecisionTransformer) -> None:
@@ -89,8 +92,10 @@ class DTActor:
     policy beats the target, the remaining return goes below zero, where the prior never
     saw data and its actions are arbitrary.
 
-    Both models act in eval mode (no dropout), whatever mode they are in between steps: an
-    agent is judged, and acts, as the policy it is, never as one of its dropout samples.
+    The models run in the mode they are in: callers act inside :func:`evaluating` (as
+    :func:`rollout` and ``ogm.train.evaluation.first_episodes`` do through
+    :meth:`ConditionedDT.networks`), so that an agent acts, and is judged, as the policy it
+    is, never as one of its dropout samples.
 
     ``reference``: the initial policy. At every :meth:`act` it runs on the same window and
     ``kl_to_init`` collects, per copy, the summed KL(pi || reference) of its episode so far
@@ -203,20 +208,18 @@ class DTActor:
     def _embed(self, steps: slice) -> None:
         """Refresh the stored tokens of these buffer columns from the raw steps."""
         for model, tokens in self.encoders:
-            with evaluating(model):
-                tokens[:, steps] = model.embed(
-                    self.returns_to_go[:, steps],
-                    self.observations[:, steps],
-                    self.actions[:, steps],
-                    self.timesteps[:, steps],
-                )
+            tokens[:, steps] = model.embed(
+                self.returns_to_go[:, steps],
+                self.observations[:, steps],
+                self.actions[:, steps],
+                self.timesteps[:, steps],
+            )
 
     def _forward(self, encoder: int = 0) -> DTOutput:
         """The last step's outputs of the acting model (``encoder`` 0) or the reference (1)."""
         model, tokens = self.encoders[encoder]
         w = self._window()
-        with evaluating(model):
-            return model.forward_tokens(tokens[:, w], self.mask[:, w], last_step_only=True)
+        return model.forward_tokens(tokens[:, w], self.mask[:, w], last_step_only=True)
 
     @torch.no_grad()
     def return_probs(self) -> np.ndarray:
@@ -325,6 +328,10 @@ class ConditionedDT:
         self.starting = np.ones(num_envs, bool)
         self.targets = np.zeros(num_envs)
 
+    def networks(self) -> tuple[DecisionTransformer, ...]:
+        """The models that act: the policy, and the reference when there is one."""
+        return (self.model,) if self.reference is None else (self.model, self.reference)
+
     @property
     def kl_to_init(self) -> np.ndarray:
         """Per copy, the summed KL(pi || reference) of its episode so far (NaN: no reference)."""
@@ -391,6 +398,18 @@ def rollout(
     the caller wants them to count, e.g. for training episodes but not for evaluation).
     """
     _check_vector_env(vec_env)
+    with evaluating(*agent.networks()):
+        return _rollout(agent, vec_env, n_episodes, seed, deterministic, source)
+
+
+def _rollout(
+    agent: ConditionedDT,
+    vec_env: gym.vector.VectorEnv,
+    n_episodes: int,
+    seed: int,
+    deterministic: bool,
+    source: str,
+) -> list[EpisodeResult]:
     N = vec_env.num_envs
     agent.reset(N, seed=seed)
 

@@ -47,6 +47,7 @@ from scipy.stats import spearmanr
 from torch import nn
 from torch.nn import functional as F
 
+from ogm.cache import cache_dir
 from ogm.envs.env import game_info
 from ogm.limits import MAX_BATCH, MAX_EPISODES, MAX_LAYERS, MAX_UPDATES, MAX_WIDTH
 
@@ -588,7 +589,7 @@ class RewardModelRecipe(BaseModel):
 
 def reward_model_cache() -> Path:
     """Where reward models built from recipes are cached (``$OGM_CACHE_DIR/reward_models``)."""
-    return Path(os.environ.get("OGM_CACHE_DIR", "~/.cache/ogm")).expanduser() / "reward_models"
+    return cache_dir("reward_models")
 
 
 def build_reward_model(recipe: RewardModelRecipe) -> Path:

@@ -25,18 +25,21 @@ same way, so that their numbers can be compared:
   without one (SB3, BC).
 
 An agent is anything with the three calls of :class:`Agent`; a stateless policy (SB3, an
-MLP) is wrapped in :class:`StatelessAgent`.
+MLP) is wrapped in :class:`StatelessAgent`. An agent whose models have a train mode names
+them in ``networks()`` (``ConditionedDT``): they play every evaluation in eval mode, without
+dropout, whatever mode training left them in.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from ogm.agents.actor import EpisodeResult
+from ogm.agents.actor import EpisodeResult, evaluating
 from ogm.baselines.common import EpisodeCollector, EpisodeLog, event_names_of, make_env
 from ogm.train.config import CommonConfig
 
@@ -84,8 +87,9 @@ def first_episodes(
     last step.
     """
     n = len(seeds)
+    networks = getattr(agent, "networks", tuple)()  # a DT agent's models act without dropout
     env = make_env(config, n, seed=None)
-    try:
+    with contextlib.closing(env), evaluating(*networks):
         obs, _ = env.reset(seed=[int(s) for s in seeds])
         collector = EpisodeCollector(n, event_names_of(env))
         collector.start(obs)
@@ -105,8 +109,6 @@ def first_episodes(
                     kl = float(kls[i]) if kls is not None else float("nan")
                     first[i] = EpisodeResult(trajectory, target, kl)
             agent.observe(actions, rewards, done)
-    finally:
-        env.close()
     return first  # type: ignore[return-value]
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from ogm.agents.actor import ConditionedDT
 from ogm.agents.conditioning import make_strategy
 from ogm.agents.fidelity import fidelity_targets, measure_fidelity, write_fidelity
 from ogm.baselines.common import EpisodeLog, event_names_of, primary_event_of
+from ogm.cache import cache_dir
 from ogm.data.trajectory import Trajectory
 from ogm.limits import (
     MAX_BATCH,
@@ -153,7 +153,7 @@ class OfflineConfig(CommonConfig):
 
 def dataset_cache_dir() -> Path:
     """Where datasets built from recipes are cached (``$OGM_CACHE_DIR/datasets``)."""
-    return Path(os.environ.get("OGM_CACHE_DIR", "~/.cache/ogm")).expanduser() / "datasets"
+    return cache_dir("datasets")
 
 
 def load_demonstrations(config: CommonConfig) -> list[Trajectory]:
