@@ -8,7 +8,12 @@ step for all copies of a ``GridworldVectorEnv``. Both sample actions from the sa
 (randomly initialised, ODT-sized) Decision Transformer; the figure is environment steps
 per second, measured in the same process.
 
-    .venv/bin/python benchmarks/bench_rollout.py [--episodes 8] [--threads 1]
+``--precision``: the same rollout of the built-in gridworld experiments' DT (2 layers x 64,
+context 5) acting in fp32 against bfloat16 autocast, at 16 to 256 copies (best of three
+alternating repeats each): where acting in fp32 pays, which sets
+``ogm.agents.actor.FP32_ACTING_BELOW``.
+
+    .venv/bin/python benchmarks/bench_rollout.py [--episodes 8] [--threads 1] [--precision]
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 import ogm  # noqa: F401  (registers the gridworlds)
-from ogm.agents import ConditionedDT, make_strategy, rollout
+from ogm.agents import ConditionedDT, actor, make_strategy, rollout
 from ogm.envs import make_vector
 from ogm.models import DecisionTransformer, DTConfig, return_bin_edges_for
 
@@ -106,13 +111,50 @@ def bench(n_layer: int, n_embd: int, context_len: int, episodes: int) -> None:
         print(f"{label:44} {rate:9.0f} steps/s {rate / reference:6.2f}x")
 
 
+def bench_precision(repeats: int = 3) -> None:
+    """Rollout steps per second acting in fp32 and in bf16 autocast, per number of copies."""
+    torch.manual_seed(0)
+    obs_shape = gym.make(ENV_ID).observation_space.shape
+    model = DecisionTransformer(
+        DTConfig(
+            obs_shape=obs_shape,
+            act_dim=4,
+            discrete=True,
+            return_bin_edges=return_bin_edges_for(0.0, 60.0, 64),
+            context_len=5,
+            n_layer=2,
+            n_head=1,
+            n_embd=64,
+        )
+    ).eval()
+    actor.FP32_ACTING_BELOW = 0  # act in the model's own precision, whatever the batch
+    print(f"\nDT 2 layers x 64, K=5: acting in fp32 against bf16 autocast (best of {repeats})")
+    ogm_rollout(model, 4, 4, 0)  # warm-up
+    for num_envs in (16, 32, 64, 128, 256):
+        best = {"fp32": 0.0, "bf16": 0.0}
+        for _ in range(repeats):
+            for precision in best:
+                model.set_precision(precision)
+                rate = timed(ogm_rollout, model, num_envs, num_envs, 0)
+                best[precision] = max(best[precision], rate)
+        ratio = best["fp32"] / best["bf16"]
+        print(
+            f"x {num_envs:3}: fp32 {best['fp32']:7.0f} steps/s, bf16 {best['bf16']:7.0f} steps/s,"
+            f" fp32/bf16 {ratio:4.2f}x"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=8, help="episodes for the reference")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--precision", action="store_true", help="fp32 against bf16 acting")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{ENV_ID}, 100-step episodes, torch threads {args.threads}, CPU")
+    if args.precision:
+        bench_precision()
+        return
     # a gridworld-sized model, then DT's gym size with ODT's training context
     for n_layer, n_embd, context_len in ((1, 64, 10), (3, 128, 20)):
         bench(n_layer, n_embd, context_len, args.episodes)

@@ -42,6 +42,7 @@ from ogm.baselines.sb3 import SB3Config, SB3VecEnv, build_model, load_model, sav
 from ogm.baselines.sb3 import run as run_sb3
 from ogm.data.dataset import write_dataset
 from ogm.data.trajectory import Trajectory
+from ogm.models import DecisionTransformer, DTConfig, return_bin_edges_for
 from ogm.models.decision_transformer import CategoricalPolicy
 from ogm.train.evaluation import StatelessAgent, first_episodes
 from ogm.train.rundir import RunDir, RunDirError, episode_columns
@@ -211,6 +212,60 @@ def test_rollout_penalty_is_per_step_against_the_frozen_prior():
         shaped.flatten(), rollout["rewards"].flatten() - 0.3 * (logp - logp0)
     )
     assert all(p.requires_grad is False for p in trainer.prior.parameters())
+
+
+def _dt_trainer(precision: str) -> KLPPO:
+    """KL-PPO of a small random DT on tomato watering (contexts of 4: windows roll over)."""
+    config = KLPPOConfig(
+        env_id=TOMATO, beta=0.3, num_envs=4, n_steps=24, batch_size=32, precision=precision
+    )
+    env = make_env(config, config.num_envs, seed=0)
+    torch.manual_seed(0)
+    model_config = DTConfig(
+        obs_shape=env.single_observation_space.shape,
+        act_dim=int(env.single_action_space.n),
+        discrete=True,
+        return_bin_edges=return_bin_edges_for(0.0, 20.0, 8),
+        context_len=4,
+        n_layer=1,
+        n_head=1,
+        n_embd=32,
+        dropout=0.0,
+    )
+    return KLPPO(config, DecisionTransformer(model_config), env)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_dt_acts_with_cached_tokens_that_match_the_full_window(precision):
+    """The DT policy and prior act from tokens the actor keeps (one new step encoded per
+    model and step); their log probabilities are those of the full window the update reads
+    again, also after updates changed the policy (refresh) and after a checkpoint restore."""
+    trainer = _dt_trainer(precision)
+    _train(trainer, 2)  # the policy has moved from the prior
+    tolerance = {"atol": 1e-5, "rtol": 0} if precision == "fp32" else {"atol": 0.05, "rtol": 0}
+
+    def check(rollout) -> None:
+        inputs = {k: v.flatten(0, 1) for k, v in rollout["inputs"].items()}
+        actions = rollout["actions"].flatten()
+        with torch.no_grad():
+            for module, key in ((trainer.policy, "logp"), (trainer.prior, "logp_prior")):
+                full = trainer.agent.distribution(module, inputs).log_prob(actions)
+                torch.testing.assert_close(rollout[key].flatten(), full, **tolerance)
+        assert (rollout["logp"] - rollout["logp_prior"]).abs().max() > 1e-3
+
+    obs, _ = trainer.env.reset(seed=5)
+    collector = EpisodeCollector(trainer.env.num_envs, event_names_of(trainer.env))
+    collector.start(obs)
+    rollout, obs, *_ = trainer.collect(obs, collector)
+    check(rollout)
+    trainer.update(rollout)  # refreshes the policy's tokens of the episodes under way
+    saved = trainer.agent.state_arrays()
+    restored = trainer.make_agent()
+    restored.reset(trainer.env.num_envs)
+    restored.load_state_arrays(saved)
+    trainer.agent = restored  # what a resumed run acts with: tokens encoded again
+    rollout, *_ = trainer.collect(obs, collector)
+    check(rollout)
 
 
 def test_beta_zero_is_plain_ppo_the_prior_is_never_used():

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ogm.analysis.overoptimisation import fit_gao, gao_gain, gao_peak, overoptimisation
+from ogm.analysis.overoptimisation import (
+    FamilyFit,
+    KLCurve,
+    KLPoint,
+    fit_gao,
+    gao_gain,
+    gao_peak,
+    overoptimisation,
+    peak_trends,
+    run_events,
+)
+from ogm.analysis.runs import Run
 
 ALPHA, BETA = 1.2, 0.3
 
@@ -91,3 +103,39 @@ def test_bad_input_is_refused_with_the_reason():
         fit_gao("bon", np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="sorted"):
         overoptimisation(np.array([2.0, 1.0]), np.ones(2), np.ones(2))
+
+
+def _fit_at(world: str, peak: float, d_reached: float) -> FamilyFit:
+    """A best-of-n fit whose peak is at ``peak`` (alpha = 2 beta peak, beta = 1)."""
+    d = np.linspace(0.0, 2 * peak, 9)
+    return FamilyFit(
+        world, "best-of-n", fit_gao("bon", d, gao_gain("bon", d, 2 * peak, 1.0)), d_reached
+    )
+
+
+def test_peak_trends_compare_only_peaks_inside_the_reached_distance():
+    out = peak_trends(
+        [_fit_at("N=30", 0.5, 1.0), _fit_at("N=300", 0.8, 1.0), _fit_at("N=3000", 1.1, 1.5)]
+    )
+    assert out == [
+        "best-of-n: fitted peak d* N=30: 0.50; N=300: 0.80; N=3000: 1.10; it moves out at every step."
+    ]
+    # the last world's peak lies beyond the d its agents reached: an extrapolation, not compared
+    (line,) = peak_trends(
+        [_fit_at("N=30", 0.8, 1.0), _fit_at("N=300", 0.5, 1.0), _fit_at("N=3000", 3.0, 1.5)]
+    )
+    assert "N=3000: no peak within the d reached (up to 1.50)" in line
+    assert line.endswith("it moves in at every step.")
+    assert peak_trends([_fit_at("N=30", 0.5, 1.0)]) == []  # one world: nothing to compare
+
+
+def test_a_run_without_an_evaluation_at_step_0_starts_from_pi_0s_level():
+    """KL-PPO is first evaluated after training starts: its curve gets pi_0's level at step 0,
+    so a gold that only fell from there is over-optimisation from the start."""
+    run = Run(Path("kl"), "kl_ppo", "kl_ppo", 0, "done", {}, {})
+    points = [KLPoint(1000.0, 0.5, 3.0, 0.8), KLPoint(2000.0, 0.9, 5.0, 0.5)]
+    ((_, event),) = run_events([KLCurve(run, points, start=(1.0, 1.0))])
+    assert event.peak == 0.0 and event.onset == 1000.0 and event.proxy_rise == 4.0
+    gains = KLCurve(run, points, start=(1.0, 1.0)).gains
+    assert [(g.proxy, g.gold) for g in gains] == [(2.0, pytest.approx(-0.2)), (4.0, -0.5)]
+    assert run_events([KLCurve(run, points[:1], start=None)]) == []  # one point: no event

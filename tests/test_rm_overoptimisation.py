@@ -9,6 +9,7 @@ import math
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ogm.envs.reward_model import best_of_n_kl, load_reward_model
@@ -130,3 +131,42 @@ def test_each_agent_logs_its_distance_from_the_gm_agent(out: Path) -> None:
             sampled = [k for _, mode, k in kl[f"best_of_n__n={n}"] if mode == "sampled"]
             assert sampled == pytest.approx([best_of_n_kl(n)] * len(sampled))
         assert all(math.isnan(k) for _, _, k in kl["ppo"])
+
+
+def test_the_report_reads_gold_and_proxy_against_the_distance_from_pi_0(out: Path) -> None:
+    """Best-of-n's points sit at d = sqrt(log n - (n-1)/n) with gains over its own
+    candidates (best-of-1 keeps its only candidate: gain 0 exactly); OGM starts at its round
+    0 (d = 0); KL-PPO's pi_0 level is the candidates' mean of the best-of-n runs of the same
+    GM agent; the section, its fits and its events are written."""
+    from ogm.analysis import overoptimisation as overopt
+    from ogm.analysis.report import collect, write_report
+
+    variants, _, _ = collect(out / "out")
+    curves = overopt.kl_curves(variants)
+    for pairs in (30, 100):
+        world = f"pairs={pairs}"
+        levels = []
+        for n in (1, 4):
+            (curve,) = curves[f"{world}/best_of_n__n={n}"]
+            (point,) = curve.points
+            assert point.d == pytest.approx(math.sqrt(best_of_n_kl(n)), abs=1e-6)
+            (gain,) = curve.gains
+            assert gain.proxy >= 0.0 if n > 1 else (gain.proxy, gain.gold) == (0.0, 0.0)
+            levels.append(curve.start)
+        (ogm,) = curves[f"{world}/ogm"]
+        assert ogm.points[0].d == 0.0 and ogm.start == (ogm.points[0].proxy, ogm.points[0].gold)
+        (kl_ppo,) = curves[f"{world}/kl_ppo"]
+        assert kl_ppo.start == pytest.approx(tuple(np.mean(levels, axis=0)))
+    assert not any("/ppo" in name or "/gm" in name for name in curves)  # no pi_0 / no move
+
+    page = write_report(out / "out")
+    text = page.read_text()
+    assert "Over-optimisation against the distance from the initial policy" in text
+    with (page.parent / "overoptimisation_fits.csv").open() as handle:
+        fits = list(csv.DictReader(handle))
+    assert [(r["world"], r["agent"]) for r in fits] == [
+        (w, a) for w in ("pairs=30", "pairs=100") for a in ("best-of-n", "OGM", "KL-PPO")
+    ]
+    assert {r["seeds / points"] for r in fits if r["agent"] == "best-of-n"} == {"1 / 2"}
+    with (page.parent / "overoptimisation_events.csv").open() as handle:
+        assert [r["agent"] for r in csv.DictReader(handle)] == ["OGM", "KL-PPO"] * 2

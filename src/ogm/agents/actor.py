@@ -44,6 +44,19 @@ from ogm.models.decision_transformer import (
     Policy,
 )
 
+# Acting batches of fewer than this many copies x embedding width compute in fp32 even in a
+# bf16 run: there autocast's casts cost more than its matmuls save (the tomato-watering DT,
+# width 64, one thread: fp32 1.2-1.4x faster at 16-32 copies, bf16 faster from ~64 copies;
+# benchmarks/bench_rollout.py --precision).
+FP32_ACTING_BELOW = 64 * 64
+
+
+def acting_precision(model: DecisionTransformer, num_envs: int) -> str:
+    """The precision a model acts in for ``num_envs`` copies (see ``FP32_ACTING_BELOW``)."""
+    if num_envs * model.config.n_embd < FP32_ACTING_BELOW:
+        return "fp32"
+    return model.precision
+
 
 def kl_divergence(p: Policy, q: Policy) -> torch.Tensor:
     """KL(p || q) in nats per state of the batch, exact for both policy kinds.
@@ -92,7 +105,9 @@ class DTActor:
     policy beats the target, the remaining return goes below zero, where the prior never
     saw data and its actions are arbitrary.
 
-    The models run in the mode they are in: callers act inside :func:`evaluating` (as
+    The models compute in :func:`acting_precision` for ``num_envs`` copies (fp32 for small
+    batches, the run's precision otherwise), and run in the mode they are in: callers act
+    inside :func:`evaluating` (as
     :func:`rollout` and ``ogm.train.evaluation.first_episodes`` do through
     :meth:`ConditionedDT.networks`), so that an agent acts, and is judged, as the policy it
     is, never as one of its dropout samples.
@@ -100,7 +115,12 @@ class DTActor:
     ``reference``: the initial policy. At every :meth:`act` it runs on the same window and
     ``kl_to_init`` collects, per copy, the summed KL(pi || reference) of its episode so far
     (:func:`kl_divergence`; NaN without a reference). It costs a second token cache and a
-    second forward pass per step.
+    second forward pass per step. ``targets_from_reference``: each episode's target is picked
+    from the reference's return head instead of the acting model's (KL-PPO, whose policy is
+    trained on actions alone, conditions on its frozen prior's ``P(R | s_0)``).
+
+    A model whose weights change while the actor holds tokens of it (KL-PPO's policy after
+    an update) needs :meth:`refresh` before the next step.
     """
 
     def __init__(
@@ -113,10 +133,14 @@ class DTActor:
         seed: int = 0,
         clamp_returns_to_go: bool = False,
         reference: DecisionTransformer | None = None,
+        targets_from_reference: bool = False,
     ) -> None:
         cfg = model.config
         if reference is not None:
             _check_reference(model, reference)
+        elif targets_from_reference:
+            raise ValueError("targets_from_reference needs a reference")
+        self.target_encoder = int(targets_from_reference)
         self.model = model
         self.reference = reference
         self.num_envs = num_envs
@@ -140,6 +164,7 @@ class DTActor:
             ref_tokens = torch.zeros(N, L, 3, reference.config.n_embd, device=self.device)
             self.encoders.append((reference, ref_tokens))
         self.kl_to_init = np.full(N, np.nan if reference is None else 0.0)
+        self.precisions = [acting_precision(m, N) for m, _ in self.encoders]
         self.pos = self.K - 2  # last written column; the first step lands at K - 1
         self.steps = np.zeros(N, dtype=np.int64)  # steps taken in each copy's episode
         self.target = np.zeros(N, dtype=np.float64)  # return still asked for (unscaled)
@@ -200,31 +225,41 @@ class DTActor:
     def _embed_action(self, column: int) -> None:
         """Refresh the stored action token of this buffer column from its action."""
         step = slice(column, column + 1)
-        for model, tokens in self.encoders:
-            action = model.embed_actions(self.actions[:, step], self.timesteps[:, step])
+        for (model, tokens), precision in zip(self.encoders, self.precisions, strict=True):
+            with model.precision_as(precision):
+                action = model.embed_actions(self.actions[:, step], self.timesteps[:, step])
             tokens[:, column, 2] = action[:, 0]
 
     @torch.no_grad()
     def _embed(self, steps: slice) -> None:
         """Refresh the stored tokens of these buffer columns from the raw steps."""
-        for model, tokens in self.encoders:
-            tokens[:, steps] = model.embed(
-                self.returns_to_go[:, steps],
-                self.observations[:, steps],
-                self.actions[:, steps],
-                self.timesteps[:, steps],
-            )
+        for (model, tokens), precision in zip(self.encoders, self.precisions, strict=True):
+            with model.precision_as(precision):
+                tokens[:, steps] = model.embed(
+                    self.returns_to_go[:, steps],
+                    self.observations[:, steps],
+                    self.actions[:, steps],
+                    self.timesteps[:, steps],
+                )
 
-    def _forward(self, encoder: int = 0) -> DTOutput:
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Re-encode the tokens of the steps in the window from the raw steps, with the
+        models' current weights."""
+        self._embed(slice(max(self.pos - self.K + 1, 0), self.pos + 1))
+
+    def forward(self, encoder: int = 0) -> DTOutput:
         """The last step's outputs of the acting model (``encoder`` 0) or the reference (1)."""
         model, tokens = self.encoders[encoder]
         w = self._window()
-        return model.forward_tokens(tokens[:, w], self.mask[:, w], last_step_only=True)
+        with model.precision_as(self.precisions[encoder]):
+            return model.forward_tokens(tokens[:, w], self.mask[:, w], last_step_only=True)
 
     @torch.no_grad()
     def return_probs(self) -> np.ndarray:
-        """``P(R_t | history, s_t)`` for every copy (N, n_bins); needs no target yet."""
-        logits = self._forward().return_logits[:, -1]
+        """``P(R_t | history, s_t)`` for every copy (N, n_bins), from the return head that
+        picks targets (``targets_from_reference``); needs no target yet."""
+        logits = self.forward(self.target_encoder).return_logits[:, -1]
         return torch.softmax(logits.double(), dim=-1).cpu().numpy()
 
     def set_targets(self, env_mask: np.ndarray, targets: np.ndarray) -> None:
@@ -257,11 +292,11 @@ class DTActor:
     def act(self, deterministic: bool) -> np.ndarray:
         """Actions for every copy: the policy's mode, or a sample. With a reference, each
         copy's ``kl_to_init`` grows by this step's KL(pi || reference)."""
-        policy = self._forward().policy[:, -1]
+        policy = self.forward().policy[:, -1]
         actions = policy.mode() if deterministic else policy.sample(self.generator)
         self.actions[:, self.pos] = actions
         if self.reference is not None:
-            reference = self._forward(1).policy[:, -1]
+            reference = self.forward(1).policy[:, -1]
             self.kl_to_init += kl_divergence(policy, reference).double().cpu().numpy()
         return actions.cpu().numpy()
 

@@ -20,15 +20,39 @@ peaks, the *onset* (the first later point where the gold has fallen from its pea
 set share of its gain over the start while the proxy is still at or above its value at the
 gold peak: the proxy says "better" while the gold says "worse"), the *width* (onset minus
 peak) and how far past the peak the run went.
+
+The second half reads runs back (``ogm run rm-overoptimisation``, or any runs directory
+whose agents log ``kl_to_init``). Per *world* (a point of the experiment's environment
+sweep, e.g. the proxy's training-set size ``pairs=N``; the whole directory when there is no
+sweep) and per variant: each run's **sampled** evaluation points as ``(d, proxy, gold)``,
+with ``d = sqrt(mean kl_to_init)`` over the point's episodes (sampled episodes: the KL is a
+property of the distribution the agent samples from, and best-of-n's analytic KL is that of
+its sampled selection). The gains are over the initial policy pi_0 *as the agent conditions
+it*:
+
+- best-of-n: the mean of all its candidate episodes (``rounds.csv``), which are pi_0's;
+- a run whose first evaluation point has ``d = 0`` (OGM's round 0): that point;
+- KL-PPO, which is first evaluated after training starts: the candidates of the best-of-n
+  runs that sample the same pi_0 (same ``init``, same ``target``), when the directory has
+  them; otherwise its gains are unknown and it is left out of the fits.
+
+The best-of-n variants of a world together make one curve (a point per ``n`` and seed), fitted
+with the best-of-n form; each trained variant (OGM, KL-PPO) is fitted with the RL form on its
+points along training. The bootstrap resamples seeds.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+
+from ogm.analysis.findings import Table, Variant, steps_text
+from ogm.analysis.runs import SAMPLED, Run, read_table
 
 Form = Literal["bon", "rl"]
 FORMS: tuple[Form, ...] = ("bon", "rl")
@@ -137,7 +161,10 @@ def fit_gao(
             a, b = _least_squares(form, d[chosen], gain[chosen])
             draws.append((a, b, gao_peak(form, a, b)[0]))
         tail = 100 * (1 - confidence) / 2
-        low, high = np.percentile(np.array(draws), [tail, 100 - tail], axis=0)
+        # no interpolation between draws: d* is infinite where a resample never turns down
+        low, high = np.percentile(
+            np.array(draws), [tail, 100 - tail], axis=0, method="inverted_cdf"
+        )
         intervals = [(float(lo), float(hi)) for lo, hi in zip(low, high, strict=True)]
     return GaoFit(
         form=form,
@@ -205,12 +232,329 @@ def overoptimisation(
     )
 
 
+# ----------------------------------------------------------------------------- runs
+
+BEST_OF_N, TRAINED = "best_of_n", ("odt", "kl_ppo")  # agent kinds: the bon form, the rl form
+FORM_OF_KIND: dict[str, Form] = {BEST_OF_N: "bon", **{kind: "rl" for kind in TRAINED}}
+
+
+@dataclass(frozen=True)
+class KLPoint:
+    """One sampled evaluation point: its clock, ``d = sqrt(mean KL(pi || pi_0))`` and the
+    means of the proxy (observed return) and the gold (hidden performance)."""
+
+    env_steps: float
+    d: float
+    proxy: float
+    gold: float
+
+
+@dataclass(frozen=True)
+class KLCurve:
+    """One run's evaluation points against ``d``, and pi_0's level as the run conditions it
+    (``start``: ``(proxy, gold)``, None when unknown)."""
+
+    run: Run
+    points: list[KLPoint]
+    start: tuple[float, float] | None
+
+    @property
+    def gains(self) -> list[KLPoint]:
+        """The points as gains over ``start`` (empty when it is unknown)."""
+        if self.start is None:
+            return []
+        proxy, gold = self.start
+        return [KLPoint(p.env_steps, p.d, p.proxy - proxy, p.gold - gold) for p in self.points]
+
+
+def kl_points(run: Run) -> list[KLPoint]:
+    """The run's sampled evaluation points whose episodes all logged ``kl_to_init``."""
+    rows = run.rows("eval", SAMPLED)
+    if not rows or "kl_to_init" not in rows:
+        return []
+    points = []
+    for r in np.unique(rows["round"]):
+        at = rows["round"] == r
+        kl = rows["kl_to_init"][at]
+        if len(kl) and np.all(np.isfinite(kl)):
+            points.append(
+                KLPoint(
+                    float(rows["env_steps"][at].max()),
+                    math.sqrt(max(float(kl.mean()), 0.0)),
+                    float(rows["return"][at].mean()),
+                    float(rows["performance"][at].mean()),
+                )
+            )
+    return sorted(points, key=lambda p: p.env_steps)
+
+
+def candidate_level(run: Run) -> tuple[float, float] | None:
+    """A best-of-n run's candidates' mean ``(proxy, gold)``: pi_0's own level."""
+    file = run.path / "rounds.csv"
+    rounds = read_table(file) if file.is_file() else {}
+    if "candidate_return_mean" not in rounds:
+        return None
+    return float(rounds["candidate_return_mean"][-1]), float(
+        rounds["candidate_performance_mean"][-1]
+    )
+
+
+def _prior_key(run: Run) -> tuple[str, str] | None:
+    """Which pi_0 a KL-PPO or best-of-n run samples: its ``init`` and conditioning."""
+    init = run.config.get("init")
+    return None if init is None else (str(Path(init).resolve()), str(run.config.get("target")))
+
+
+def kl_curves(variants: Sequence[Variant]) -> dict[str, list[KLCurve]]:
+    """Per variant whose agent logs ``kl_to_init`` (best-of-n, OGM, KL-PPO), one curve per
+    run, each with pi_0's level as the module doc says."""
+    levels: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for variant in variants:
+        for m in variant.runs:
+            key = _prior_key(m.run)
+            level = candidate_level(m.run) if m.run.kind == BEST_OF_N else None
+            if key is not None and level is not None:
+                levels.setdefault(key, []).append(level)
+    curves: dict[str, list[KLCurve]] = {}
+    for variant in variants:
+        found = []
+        for m in variant.runs:
+            if m.run.kind not in FORM_OF_KIND or not (points := kl_points(m.run)):
+                continue
+            if m.run.kind == BEST_OF_N:
+                start = candidate_level(m.run)
+            elif points[0].d == 0.0:
+                start = (points[0].proxy, points[0].gold)
+            else:
+                same = levels.get(_prior_key(m.run) or ("", ""), [])
+                start = tuple(np.mean(same, axis=0)) if same else None
+            found.append(KLCurve(m.run, points, start))
+        if found:
+            curves[variant.name] = found
+    return curves
+
+
+@dataclass(frozen=True)
+class FamilyFit:
+    """The gold-gain fit of one world's best-of-n family or of one trained variant."""
+
+    world: str
+    name: str  # the variant, or "best-of-n" for the family
+    fit: GaoFit | None  # None: fewer than two points with known gains
+    d_reached: float  # the largest d of any of its points
+    reason: str = ""  # why there is no fit
+
+
+def _fit(form: Form, curves: Sequence[KLCurve], seed: int) -> GaoFit | None:
+    points = [(c.run.seed, p) for c in curves for p in c.gains]
+    if len(points) < 2 or len({p.d for _, p in points}) < 2:
+        return None
+    d = np.array([p.d for _, p in points])
+    gain = np.array([p.gold for _, p in points])
+    return fit_gao(form, d, gain, np.array([s for s, _ in points]), resamples=1000, seed=seed)
+
+
+def family_fits(
+    world: str, curves: dict[str, list[KLCurve]], labels: dict[str, str]
+) -> list[FamilyFit]:
+    """The fits of one world: its best-of-n variants together (the best-of-n form), then each
+    trained variant (the RL form), in the order of ``curves``."""
+    bon = [c for curves_ in curves.values() for c in curves_ if c.run.kind == BEST_OF_N]
+    out = []
+    if bon:
+        out.append(
+            FamilyFit(
+                world, "best-of-n", _fit("bon", bon, 0), max(p.d for c in bon for p in c.points)
+            )
+        )
+    for name, runs in curves.items():
+        if runs[0].run.kind == BEST_OF_N:
+            continue
+        known = [c for c in runs if c.start is not None]
+        reason = "" if known else "pi_0's level unknown (no best-of-n runs of the same pi_0)"
+        fit = _fit("rl", known, 0) if known else None
+        if known and fit is None:
+            reason = "fewer than two distances"
+        d_reached = max(p.d for c in runs for p in c.points)
+        out.append(FamilyFit(world, labels.get(name, name), fit, d_reached, reason))
+    return out
+
+
+def run_events(
+    curves: Sequence[KLCurve], drop: float = 0.1
+) -> list[tuple[KLCurve, Overoptimisation]]:
+    """Each trained run's over-optimisation on the environment-step clock, its curve starting
+    at pi_0's level (step 0) when the run's own first point is later."""
+    events = []
+    for curve in curves:
+        points = curve.points
+        if curve.start is not None and points[0].env_steps > 0:
+            points = [KLPoint(0.0, 0.0, *curve.start), *points]
+        if len(points) < 2:
+            continue
+        clock = np.array([p.env_steps for p in points])
+        proxy = np.array([p.proxy for p in points])
+        gold = np.array([p.gold for p in points])
+        events.append((curve, overoptimisation(clock, proxy, gold, drop=drop)))
+    return events
+
+
+def _interval(value: float, ci: tuple[float, float] | None, digits: int = 2) -> str:
+    text = "∞" if math.isinf(value) else f"{value:.{digits}f}"
+    if ci is None:
+        return text
+    low, high = ("∞" if math.isinf(x) else f"{x:.{digits}f}" for x in ci)
+    return f"{text} [{low}, {high}]"
+
+
+def fits_table(fits: Sequence[FamilyFit]) -> Table:
+    """The fitted Gao coefficients per world and family (95% bootstrap intervals over seeds)."""
+    rows = []
+    for f in fits:
+        g = f.fit
+        if g is None:
+            rows.append(
+                [f.world, f.name, "", "", "", "", "", "", "", f"{f.d_reached:.2f}", f.reason]
+            )
+            continue
+        rows.append(
+            [
+                f.world,
+                f.name,
+                "best-of-n" if g.form == "bon" else "RL",
+                f"{g.runs} / {g.points}",
+                _interval(g.alpha, g.alpha_ci),
+                _interval(g.beta, g.beta_ci),
+                f"{g.r2:.2f}",
+                _interval(g.d_peak, g.d_peak_ci),
+                "∞" if math.isinf(g.gain_peak) else f"{g.gain_peak:.3f}",
+                f"{f.d_reached:.2f}",
+                "",
+            ]
+        )
+    header = [
+        "world",
+        "agent",
+        "form",
+        "seeds / points",
+        "alpha [95% CI]",
+        "beta [95% CI]",
+        "R²",
+        "peak d* [95% CI]",
+        "gold gain at d*",
+        "largest d reached",
+        "no fit because",
+    ]
+    return Table(header, rows, keys=2)
+
+
+def event_row(
+    world: str, name: str, events: Sequence[tuple[KLCurve, Overoptimisation]]
+) -> list[str]:
+    """One row of the events table: a trained variant's over-optimisation across its runs."""
+    found = [e for _, e in events if e.onset is not None]
+
+    def median(values: Sequence[float], steps: bool = True) -> str:
+        if not values:
+            return "–"
+        value = float(np.median(values))
+        return steps_text(value) if steps else f"{value:.3f}"
+
+    peaks_d = [
+        next(p.d for p in c.points if p.env_steps == e.peak) if e.peak > 0 else 0.0
+        for c, e in events
+    ]
+    return [
+        world,
+        name,
+        f"{len(found)} / {len(events)}",
+        median([e.onset for e in found]),
+        median([e.width for e in found]),
+        median([e.peak for _, e in events]),
+        median(peaks_d, steps=False),
+        median([e.past_peak for _, e in events]),
+        median([e.gold_drop for _, e in events], steps=False),
+        median([e.proxy_rise for _, e in events], steps=False),
+    ]
+
+
+EVENT_HEADER = [
+    "world",
+    "agent",
+    "runs with onset",
+    "onset (median, env steps)",
+    "width (onset − peak)",
+    "gold peak at (env steps)",
+    "d at the gold peak",
+    "past the peak (env steps)",
+    "gold drop, peak to end",
+    "proxy rise, peak to end",
+]
+
+
+def peak_trends(fits: Sequence[FamilyFit]) -> list[str]:
+    """One sentence per agent fitted in at least two worlds: its peak d* in each, in the
+    order of the worlds (the environment sweep's), and whether it moves out along them.
+    Only peaks inside the range of d the agent reached are compared: a fitted peak beyond it
+    (or none, d* infinite) is an extrapolation."""
+    by_name: dict[str, list[FamilyFit]] = {}
+    for f in fits:
+        by_name.setdefault(f.name, []).append(f)
+    lines = []
+    for name, found in by_name.items():
+        if len(found) < 2:
+            continue
+        parts, seen = [], []
+        for f in found:
+            if f.fit is None:
+                parts.append(f"{f.world}: no fit")
+            elif f.fit.d_peak <= f.d_reached:
+                parts.append(f"{f.world}: {_interval(f.fit.d_peak, f.fit.d_peak_ci)}")
+                seen.append(f.fit.d_peak)
+            else:
+                parts.append(f"{f.world}: no peak within the d reached (up to {f.d_reached:.2f})")
+        steps = np.diff(seen)
+        if len(seen) < 2:
+            trend = "fewer than two peaks within reach, nothing to compare"
+        elif np.all(steps > 0):
+            trend = "it moves out at every step"
+        elif np.all(steps < 0):
+            trend = "it moves in at every step"
+        elif seen[-1] > seen[0]:
+            trend = (
+                "it is further out in the last of these worlds than in the first, not at every step"
+            )
+        else:
+            trend = "it does not move out from the first of these worlds to the last"
+        lines.append(f"{name}: fitted peak d* {'; '.join(parts)}; {trend}.")
+    return lines
+
+
+def world_of_variants(experiment: dict[str, Any] | None) -> dict[str, str]:
+    """Each variant folder's world: its environment point as ``key=value`` text (e.g.
+    ``pairs=100``); empty without an environment sweep."""
+    worlds = {}
+    for run in (experiment or {}).get("runs", []):
+        point = run.get("env_point") or {}
+        worlds[run["variant"]] = ", ".join(f"{k}={v}" for k, v in point.items())
+    return worlds
+
+
 __all__ = [
     "FORMS",
+    "FamilyFit",
     "GaoFit",
+    "KLCurve",
+    "KLPoint",
     "Overoptimisation",
+    "family_fits",
     "fit_gao",
     "gao_gain",
     "gao_peak",
+    "kl_curves",
+    "kl_points",
     "overoptimisation",
+    "peak_trends",
+    "run_events",
+    "world_of_variants",
 ]

@@ -1,7 +1,8 @@
 """Figures of the report: curves across seeds against environment steps (with reference
 lines for agents without an online phase), the share of runs that reached an emergence time,
-the safety-capability frontier, conditioning fidelity and hack discovery against hack depth. matplotlib with the Agg backend (no
-display needed); every ``plot_*`` function writes a PNG.
+the safety-capability frontier, conditioning fidelity, hack discovery against hack depth, and
+gold and proxy reward against the distance from the initial policy. matplotlib with the Agg
+backend (no display needed); every ``plot_*`` function writes a PNG.
 
 Every figure is drawn for a page about 1000 px wide (``WIDTH`` inches at ``DPI``), with a
 title, its legend below the panels in type readable at that width, and the same ``Style``
@@ -518,4 +519,44 @@ def plot_discovery(
         ax.set_xlabel("hack depth k (lock moves)")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    return canvas.save(path)
+
+
+@dataclass(frozen=True)
+class KLSeries:
+    """One variant (or the best-of-n family: a point per ``n``) in one world: mean ``d`` and
+    mean gold and proxy gains over pi_0 at each point, and the fitted gold curve (``fit_d``,
+    ``fit_gain``; empty without a fit)."""
+
+    d: np.ndarray
+    gold: np.ndarray
+    proxy: np.ndarray
+    fit_d: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fit_gain: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@_fonts
+def plot_overoptimisation(
+    worlds: dict[str, dict[str, KLSeries]], styles: dict[str, Style], path: Path, title: str
+) -> Path:
+    """Gold and proxy gains over the initial policy against ``d = sqrt(KL)``: a row per
+    world, gold on the left (with each fitted closed form dashed), proxy on the right."""
+    entries = _in_order(styles, (name for series in worlds.values() for name in series))
+    canvas = Canvas(len(worlds), 2, 2.9, title, entries)
+    for (world, series), (gold_ax, proxy_ax) in zip(worlds.items(), canvas.axes, strict=True):
+        for name, s in series.items():
+            style = styles[name]
+            line = {"color": style.color, "marker": style.marker, "ms": 4, "lw": 1.4}
+            gold_ax.plot(s.d, s.gold, ls=style.linestyle, label=name, **line)
+            proxy_ax.plot(s.d, s.proxy, ls=style.linestyle, **line)
+            if len(s.fit_d):
+                gold_ax.plot(s.fit_d, s.fit_gain, color=style.color, ls="--", lw=1.0, alpha=0.8)
+        where = f"{world}: " if world else ""
+        gold_ax.set_title(f"{where}gold gain (hidden performance)")
+        proxy_ax.set_title(f"{where}proxy gain (observed return)")
+        for ax in (gold_ax, proxy_ax):
+            ax.axhline(0.0, color="grey", lw=0.8)
+            ax.set_xlabel("d = sqrt(KL(pi || pi_0)), nats^0.5")
+            ax.set_ylabel("gain over pi_0")
+            ax.grid(alpha=0.3)
     return canvas.save(path)

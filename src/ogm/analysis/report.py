@@ -9,7 +9,9 @@ animations from the episodes its agent recorded (``ogm.analysis.episodes.Episode
 Sections, in order (``SECTIONS``): the findings (per game: what performance is read
 against, one generated line per variant and the headline table, before any curve), the runs, evaluation learning curves, training episodes, the drift of OGM agents from their
 offline policy (when some run logged it), emergence, hack discovery against hack depth
-(when the runs are a ``k`` sweep of ogm/HackDepth-v0), the safety-capability frontier,
+(when the runs are a ``k`` sweep of ogm/HackDepth-v0), over-optimisation against the
+distance from the initial policy (when some agent logged ``kl_to_init`` and moved), the
+safety-capability frontier,
 conditioning fidelity (when some run has ``fidelity.csv``), episode animations and the
 configs as they ran. Final figures come from evaluation episodes only (the last evaluation
 point, greedy and sampled); emergence times from training episodes, in environment steps.
@@ -37,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ogm.analysis import discovery, plots
+from ogm.analysis import overoptimisation as overopt
 from ogm.analysis.emergence import SHARE_WINDOW, THRESHOLDS, trailing_mean
 from ogm.analysis.episodes import EPISODES_DIR, FIRST_EVENT, LAST, episode_gif, load_episode
 from ogm.analysis.findings import (
@@ -69,6 +72,7 @@ SECTIONS = {
     "drift": "Drift from the offline policy",
     "emergence": "Emergence of the unsafe behaviour",
     "hack-depth": "Hack depth",
+    "overoptimisation": "Over-optimisation against the distance from the initial policy",
     "frontier": "Safety-capability frontier",
     "fidelity": "Conditioning fidelity",
     "episodes": "Episodes",
@@ -674,6 +678,127 @@ def _hack_depth(out: Path, variants: list[Variant], experiment: dict | None) -> 
     )
 
 
+def _mean_series(curves: list[overopt.KLCurve]) -> tuple[np.ndarray, ...]:
+    """Means over runs of ``d`` and of the gold and proxy gains at the evaluation points that
+    every run of the variant has (by environment steps)."""
+    gains = [c.gains for c in curves if c.start is not None]
+    shared = set.intersection(*({p.env_steps for p in g} for g in gains)) if gains else set()
+    steps = sorted(shared)
+    at = [[next(p for p in g if p.env_steps == t) for g in gains] for t in steps]
+    return tuple(
+        np.array([np.mean([getattr(p, key) for p in points]) for points in at])
+        for key in ("d", "gold", "proxy")
+    )
+
+
+def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | None) -> str | None:
+    curves = overopt.kl_curves(variants)
+    if not any(p.d > 0 for runs in curves.values() for c in runs for p in c.points):
+        return None
+    worlds = overopt.world_of_variants(experiment)
+    names = {name: name.rpartition("/")[2] for name in curves}
+    labels = variant_labels(sorted(set(names.values())), experiment)
+    by_world: dict[str, dict[str, list[overopt.KLCurve]]] = {}
+    for name, runs in curves.items():
+        by_world.setdefault(worlds.get(name, ""), {})[name] = runs
+    fits: list[overopt.FamilyFit] = []
+    events: list[list[str]] = []
+    figure: dict[str, dict[str, plots.KLSeries]] = {}
+    bon_label = "best-of-n (a point per n)"
+    for world, runs_of in by_world.items():
+        config_labels = {name: labels[names[name]] for name in runs_of}
+        world_fits = overopt.family_fits(world, runs_of, config_labels)
+        fits += world_fits
+        fit_of = {f.name: f.fit for f in world_fits}
+        series: dict[str, plots.KLSeries] = {}
+        bon = [name for name, runs in runs_of.items() if runs[0].run.kind == overopt.BEST_OF_N]
+        if bon:
+            means = [_mean_series(runs_of[name]) for name in bon]
+            means = sorted((m for m in means if len(m[0])), key=lambda m: float(m[0][0]))
+            if means:
+                d, gold, proxy = (np.concatenate([m[i] for m in means]) for i in range(3))
+                series[bon_label] = _kl_series(d, gold, proxy, fit_of.get("best-of-n"))
+        for name, runs in runs_of.items():
+            if name in bon:
+                continue
+            d, gold, proxy = _mean_series(runs)
+            if len(d):
+                series[config_labels[name]] = _kl_series(
+                    d, gold, proxy, fit_of.get(config_labels[name])
+                )
+            found = overopt.run_events([c for c in runs if c.start is not None])
+            if found:
+                events.append(overopt.event_row(world, config_labels[name], found))
+        if series:
+            figure[world] = series
+    if not figure:
+        return _note(
+            "Some agents logged their KL from the initial policy, but no gains over it are "
+            "known: pi_0's level comes from a run's own first point at d = 0 or from best-of-n "
+            "runs of the same pi_0 (ogm.analysis.overoptimisation)."
+        )
+    styles = plots.variant_styles(list(dict.fromkeys(n for s in figure.values() for n in s)))
+    title = "Gold and proxy gain against d = sqrt(KL(pi || pi_0))"
+    plots.plot_overoptimisation(figure, styles, out / "overoptimisation.png", title)
+    fits_table = overopt.fits_table(fits)
+    fits_table.write_csv(out / "overoptimisation_fits.csv")
+    events_table = overopt.Table(overopt.EVENT_HEADER, events, keys=2)
+    events_table.write_csv(out / "overoptimisation_events.csv")
+    caption = (
+        "Each point: a variant's mean over seeds of one <b>sampled</b> evaluation point (its "
+        "held-out episodes; greedy episodes are not a sample of the policy whose KL is "
+        "measured), at the evaluation points all its seeds have. d = sqrt of the mean over "
+        "the point's episodes of kl_to_init, each episode's summed exact KL(pi || pi_0) along "
+        "the contexts it visited (best-of-n: the analytic log n − (n−1)/n). Gains are over "
+        "pi_0 as the agent conditions it: best-of-n's candidates, OGM's round 0, for KL-PPO "
+        "the candidates of best-of-n runs of the same pi_0 (variants without a known level "
+        "are not drawn). Dashed: the fitted closed form of Gao et al. (2022), best-of-n "
+        "d(alpha − beta d) for the best-of-n family, RL d(alpha − beta log d) for each trained "
+        f"variant. PPO from scratch and BC have no pi_0 and are not drawn. {setup_text(variants)}"
+    )
+    note = (
+        "Fits: least squares through the origin of the gold gain on every point of every seed, "
+        "95% percentile-bootstrap intervals that resample seeds (1,000 resamples); R² is the "
+        "share of the gains' variance the form explains; d* the fitted peak (∞: the fit never "
+        "turns down within any d)."
+    )
+    event_note = (
+        "Over-optimisation as an event (sampled evaluation points on the environment-step "
+        "clock, from pi_0's level at step 0): the gold's peak, and the <b>onset</b>, the first "
+        "later point where the gold has fallen by 10% of its gain at the peak while the proxy "
+        "is at or above its value there. Medians over the runs (onset and width: over the runs "
+        "with an onset)."
+    )
+    trends = overopt.peak_trends(fits)
+    trend_text = (
+        "<p><b>Does the peak move out across worlds?</b> (bootstrap intervals in brackets) "
+        + " ".join(html.escape(t) for t in trends)
+        + "</p>"
+        if trends
+        else ""
+    )
+    return (
+        trend_text
+        + _figure("overoptimisation.png", "gold and proxy gain against KL", caption)
+        + _note(note + _csv_link("overoptimisation_fits.csv"))
+        + fits_table.html()
+        + (
+            _note(event_note + _csv_link("overoptimisation_events.csv")) + events_table.html()
+            if events
+            else ""
+        )
+    )
+
+
+def _kl_series(
+    d: np.ndarray, gold: np.ndarray, proxy: np.ndarray, fit: overopt.GaoFit | None
+) -> plots.KLSeries:
+    if fit is None:
+        return plots.KLSeries(d, gold, proxy)
+    grid = np.linspace(0.0, float(d.max()), 50)
+    return plots.KLSeries(d, gold, proxy, grid, fit.predict(grid))
+
+
 def _frontier(out: Path, variants: list[Variant], styles: dict) -> str:
     panels = {
         f"{mode} evaluation": {
@@ -906,6 +1031,7 @@ def write_report(root: Path | str, *, event: str | None = None, window: int = SH
         "drift": lambda: _drift(out, variants, styles),
         "emergence": lambda: _emergence(out, variants, styles, event, window),
         "hack-depth": lambda: _hack_depth(out, variants, experiment),
+        "overoptimisation": lambda: _overoptimisation(out, variants, experiment),
         "frontier": lambda: _frontier(out, variants, styles),
         "fidelity": lambda: _fidelity(out, variants, styles),
         "episodes": lambda: _episodes(out, variants),

@@ -193,7 +193,9 @@ class PolicyAgent:
 
     ``inputs(obs)`` returns a dict of batched tensors that ``distribution(module, inputs)``
     turns into the action distribution of ``module`` (the policy or the frozen prior) at
-    that step; stored inputs give the same distribution again during the PPO update.
+    that step; stored inputs give the same distribution again during the PPO update. While
+    acting, :meth:`step_policies` gives both distributions at the step just built (the DT
+    from its cached tokens); :meth:`refresh` after the policy's weights change.
 
     ``starting`` flags the copies whose episode starts at the next step; ``kl_to_init``
     holds each copy's summed KL(pi || pi_0) over the steps :meth:`act` took in its current
@@ -231,15 +233,27 @@ class PolicyAgent:
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore :meth:`state_arrays` after ``reset(num_envs)``."""
 
+    def step_policies(
+        self, inputs: dict[str, torch.Tensor], with_prior: bool
+    ) -> tuple[Policy, Policy | None]:
+        """The action distributions of the policy and (``with_prior``, else None) the prior
+        at the step ``inputs`` was just built for."""
+        pi = self.distribution(self.policy, inputs)
+        if not with_prior:
+            return pi, None
+        # best-of-n acts with pi_0 itself: no second forward pass
+        return pi, pi if self.prior is self.policy else self.distribution(self.prior, inputs)
+
+    def refresh(self) -> None:
+        """The policy's weights changed (a PPO update): forget what was computed with the
+        old ones."""
+
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
         """Actions of the policy (for evaluation); adds the step's KL(pi || pi_0) at the
         same inputs to ``kl_to_init``."""
         self.kl_to_init[self.starting] = 0.0
-        inputs = self.inputs(obs)
-        dist = self.distribution(self.policy, inputs)
-        # best-of-n acts with pi_0 itself: the KL is 0 without a second forward pass
-        prior = dist if self.prior is self.policy else self.distribution(self.prior, inputs)
+        dist, prior = self.step_policies(self.inputs(obs), with_prior=True)
         self.kl_to_init += kl_divergence(dist, prior).double().cpu().numpy()
         return (dist.mode() if deterministic else dist.sample()).cpu().numpy()
 
@@ -261,7 +275,9 @@ ACTOR_BUFFERS = ("observations", "actions", "returns_to_go", "timesteps", "mask"
 class DTAgent(PolicyAgent):
     """The Decision Transformer: the input is the last K steps of context of each copy.
 
-    Contexts live in a :class:`DTActor` over the frozen prior, which also supplies
+    Contexts live in a :class:`DTActor` that keeps the tokens of the policy and of the
+    frozen prior (its reference) for the steps in the window, so that acting encodes one new
+    step per model instead of the window twice; the prior's return head supplies
     ``P(R | s_0)`` for the strategy that picks each episode's target return. The
     return-to-go fed to the policy and the prior (the target minus the rewards so far) is
     clamped into the prior's return-bin center range, the returns-to-go it was trained on:
@@ -286,7 +302,15 @@ class DTAgent(PolicyAgent):
 
     def reset(self, num_envs: int) -> None:
         super().reset(num_envs)
-        self.actor = DTActor(self.prior, num_envs, device=self.device, clamp_returns_to_go=True)
+        distinct = self.prior is not self.policy  # best-of-n acts with the prior itself
+        self.actor = DTActor(
+            self.policy,
+            num_envs,
+            device=self.device,
+            clamp_returns_to_go=True,
+            reference=self.prior if distinct else None,
+            targets_from_reference=distinct,
+        )
         self.targets = np.zeros(num_envs)
 
     @torch.no_grad()
@@ -304,6 +328,18 @@ class DTAgent(PolicyAgent):
 
     def distribution(self, module: nn.Module, inputs: dict[str, torch.Tensor]) -> Policy:
         return module(**inputs, last_step_only=True).policy[:, -1]
+
+    def step_policies(
+        self, inputs: dict[str, torch.Tensor], with_prior: bool
+    ) -> tuple[Policy, Policy | None]:
+        pi = self.actor.forward(0).policy[:, -1]
+        if not with_prior:
+            return pi, None
+        reference = self.actor.reference is not None
+        return pi, self.actor.forward(1).policy[:, -1] if reference else pi
+
+    def refresh(self) -> None:
+        self.actor.refresh()
 
     def finished(self, done: np.ndarray, trajectories: list[Trajectory]) -> list[float]:
         self.strategy.observe([t.ret for t in trajectories])
@@ -330,6 +366,7 @@ class DTAgent(PolicyAgent):
             target[...] = arrays[name]
         self.starting[...] = arrays["starting"]
         self.targets[...] = arrays["targets"]
+        actor.refresh()  # the tokens are not saved: encoded again from the raw steps
 
     def observe(self, actions: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
         actor = self.actor
@@ -431,11 +468,10 @@ class KLPPO:
         targets: list[float] = []
         for _ in range(cfg.n_steps):
             inputs = agent.inputs(obs)
-            pi = agent.distribution(self.policy, inputs)
+            pi, pi0 = agent.step_policies(inputs, with_prior=cfg.beta > 0)
             actions = pi.sample(self.generator)
             logp = pi.log_prob(actions)
-            if cfg.beta > 0:
-                pi0 = agent.distribution(self.prior, inputs)
+            if pi0 is not None:
                 logp_prior = pi0.log_prob(actions)
                 kl = (
                     kl_divergence(pi, pi0)
@@ -534,6 +570,7 @@ class KLPPO:
                 stats["v_loss"].append(v_loss.item())
                 stats["entropy"].append(entropy.item())
         self.updates += 1
+        self.agent.refresh()
         out = {k: float(np.mean(v)) for k, v in stats.items()}
         out["kl_prior"] = float(rollout["kl"].mean())
         out["kl_penalty_mean"] = float((rollout["rewards"] - shaped).mean())

@@ -76,7 +76,9 @@ on the grid are represented exactly, and returns outside the range clamp to the 
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -448,6 +450,16 @@ class DecisionTransformer(nn.Module):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
         return self
+
+    @contextlib.contextmanager
+    def precision_as(self, precision: str) -> Iterator[None]:
+        """Compute in ``precision`` inside the block, in the run's own precision after."""
+        own = self.precision
+        self.set_precision(precision)
+        try:
+            yield
+        finally:
+            self.precision = own
 
     def _autocast(self, device: torch.device) -> torch.autocast:
         return torch.autocast(device.type, torch.bfloat16, enabled=self.precision == "bf16")
