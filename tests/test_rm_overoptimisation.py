@@ -46,8 +46,10 @@ def smoke_text() -> str:
         if not line.startswith('sweep = { "online.strategy"')
         and not line.startswith("sweep = { beta")
     ]
-    text = "\n".join(lines).replace(
-        "sweep = { n = [1, 4, 16, 64, 256, 1024] }", "sweep = { n = [1, 4] }"
+    text = (
+        "\n".join(lines)
+        .replace("sweep = { n = [1, 4, 16, 64, 256, 1024] }", "sweep = { n = [1, 4] }")
+        .replace('label_budget" = [256, 1024, 4000]', 'label_budget" = [40]')
     )
     return text + "\n"
 
@@ -83,6 +85,7 @@ def test_one_world_and_one_reward_model_per_n(out: Path) -> None:
             "gm",
             "kl_ppo",
             "ogm",
+            "ogm_feedback__label_budget=40",
             "ppo",
         ]
     models = sorted((out / "cache" / "reward_models").iterdir())
@@ -158,6 +161,11 @@ def test_the_report_reads_gold_and_proxy_against_the_distance_from_pi_0(out: Pat
         (kl_ppo,) = curves[f"{world}/kl_ppo"]
         assert kl_ppo.start == pytest.approx(tuple(np.mean(levels, axis=0)))
     assert not any("/ppo" in name or "/gm" in name for name in curves)  # no pi_0 / no move
+    for pairs in (30, 100):  # OGM with feedback: 16 labels a round until its 40 are spent
+        run = out / "out" / f"pairs={pairs}" / "ogm_feedback__label_budget=40" / "seed_0"
+        with (run / "rounds.csv").open() as handle:
+            labels = [r["feedback_labels"] for r in csv.DictReader(handle)][1:]
+        assert labels[:3] == ["16.0", "32.0", "40.0"] and set(labels[3:]) == {"40.0"}
 
     page = write_report(out / "out")
     text = page.read_text()
@@ -165,8 +173,14 @@ def test_the_report_reads_gold_and_proxy_against_the_distance_from_pi_0(out: Pat
     with (page.parent / "overoptimisation_fits.csv").open() as handle:
         fits = list(csv.DictReader(handle))
     assert [(r["world"], r["agent"]) for r in fits] == [
-        (w, a) for w in ("pairs=30", "pairs=100") for a in ("best-of-n", "OGM", "KL-PPO")
+        (w, a)
+        for w in ("pairs=30", "pairs=100")
+        for a in ("best-of-n", "OGM", "OGM feedback label budget 40", "KL-PPO")
     ]
     assert {r["seeds / points"] for r in fits if r["agent"] == "best-of-n"} == {"1 / 2"}
     with (page.parent / "overoptimisation_events.csv").open() as handle:
-        assert [r["agent"] for r in csv.DictReader(handle)] == ["OGM", "KL-PPO"] * 2
+        assert [r["agent"] for r in csv.DictReader(handle)] == [
+            "OGM",
+            "OGM feedback label budget 40",
+            "KL-PPO",
+        ] * 2

@@ -263,6 +263,66 @@ def _pair_accuracy(model: RewardModel, pairs: Mapping[str, np.ndarray]) -> tuple
     return float(np.mean(np.sign(margin) == np.sign(gold_margin))), int(differ.sum())
 
 
+def _training_comparisons(
+    env_id: str,
+    n_pairs: int,
+    sampling: Mapping[str, Any],
+    flip_prob: float,
+    beta: float | None,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.random.Generator]:
+    """The labelled comparisons :func:`train_reward_model` fits, and the random stream after
+    them: the same for the same arguments."""
+    rng = np.random.default_rng(seed)
+    train = comparison_episodes(env_id, n_pairs, rng, **sampling)
+    labels = label_pairs(train["gold_a"], train["gold_b"], rng, flip_prob=flip_prob, beta=beta)
+    return train, labels, rng
+
+
+def fit_comparisons(
+    model: RewardModel,
+    a: np.ndarray,
+    b: np.ndarray,
+    labels: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float = 0.0,
+) -> float:
+    """``steps`` Adam steps of the Bradley-Terry loss on minibatches (drawn with torch's
+    global generator) of the labelled pairs ``(a, b)`` (features ``(n, dim)``, ``labels``
+    ``P(a preferred)``); returns the mean loss of the steps. The model's feature
+    standardisation is left as it is."""
+    xa, xb = torch.as_tensor(a), torch.as_tensor(b)
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    batch = min(batch_size, len(y))
+    total = 0.0
+    for _ in range(steps):
+        idx = torch.randint(len(y), (batch,))
+        loss = bradley_terry_loss(model(xa[idx]), model(xb[idx]), y[idx])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        total += loss.item()
+    return total / steps
+
+
+def trajectory_features(trajectories: Sequence[Any], features: str) -> np.ndarray:
+    """The features ``(n, dim)`` a reward model scores finished episodes by (``"final"``:
+    the last observation; ``"sum"``: the sum of the observations after every step), from
+    :class:`ogm.data.trajectory.Trajectory` objects."""
+    _check_features(features)
+    rows = [
+        (t.observations[-1] if features == "final" else t.observations[1:].sum(axis=0))
+        .reshape(-1)
+        .astype(np.float32)
+        for t in trajectories
+    ]
+    return np.stack(rows)
+
+
 def train_reward_model(
     env_id: str,
     n_pairs: int,
@@ -312,9 +372,7 @@ def train_reward_model(
         "skills": skills,
         "epsilon": epsilon,
     }
-    rng = np.random.default_rng(seed)
-    train = comparison_episodes(env_id, n_pairs, rng, **sampling)
-    labels = label_pairs(train["gold_a"], train["gold_b"], rng, flip_prob=flip_prob, beta=beta)
+    train, labels, rng = _training_comparisons(env_id, n_pairs, sampling, flip_prob, beta, seed)
     held_rng = np.random.default_rng([seed, _HELD_OUT_STREAM])
     held = comparison_episodes(env_id, held_out_pairs, held_rng, **sampling)
 
@@ -327,18 +385,16 @@ def train_reward_model(
         model.feature_mean.copy_(torch.as_tensor(both.mean(axis=0)))
         std = both.std(axis=0)
         model.feature_std.copy_(torch.as_tensor(np.where(std > 1e-6, std, 1.0)))
-        xa, xb = torch.as_tensor(train["a"]), torch.as_tensor(train["b"])
-        y = torch.as_tensor(labels, dtype=torch.float32)
-        optimiser = torch.optim.Adam(
-            model.parameters(), lr=learning_rate, weight_decay=weight_decay
+        fit_comparisons(
+            model,
+            train["a"],
+            train["b"],
+            labels,
+            steps=steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
         )
-        batch = min(batch_size, n_pairs)
-        for _ in range(steps):
-            idx = torch.randint(n_pairs, (batch,))
-            loss = bradley_terry_loss(model(xa[idx]), model(xb[idx]), y[idx])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
     model.eval().requires_grad_(False)
 
     held_labels = label_pairs(held["gold_a"], held["gold_b"], held_rng)
@@ -573,6 +629,17 @@ class RewardModelRecipe(BaseModel):
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+    def comparisons(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The labelled pairs the recipe's model was trained on: features ``a``, ``b`` and
+        labels ``P(a preferred)`` (generated again, the same every time)."""
+        features = default_features(self.task)
+        sampling = {"env_kwargs": self.task_kwargs, "features": features}
+        sampling |= {"skills": SKILLS, "epsilon": 0.05}
+        train, labels, _ = _training_comparisons(
+            self.task, self.pairs, sampling, self.flip_prob, self.label_beta, self.rm_seed
+        )
+        return train["a"], train["b"], labels
+
     def train(self) -> tuple[RewardModel, dict[str, Any]]:
         """The model and its metrics, trained now (:func:`train_reward_model`)."""
         return train_reward_model(
@@ -621,6 +688,28 @@ def build_reward_model(recipe: RewardModelRecipe) -> Path:
     return path
 
 
+def proxy_reward_model(options: Mapping[str, Any]) -> RewardModel:
+    """The reward model ``ogm/ProxyReward-v0`` uses with these options (``reward_model=DIR``
+    or a recipe, built and cached the first time)."""
+    options = dict(options)
+    reward_model = options.pop("reward_model", None)
+    options.pop("render_mode", None)
+    if (reward_model is None) == (not options):
+        fields = ", ".join(RewardModelRecipe.model_fields)
+        raise RewardModelError(
+            "ogm/ProxyReward-v0 needs either reward_model=DIR or the options of a recipe "
+            f"({fields}), not both"
+        )
+    if reward_model is None:
+        try:
+            reward_model = build_reward_model(RewardModelRecipe(**options))
+        except ValidationError as err:
+            from ogm.train.config import describe_errors  # ogm.train imports ogm.envs
+
+            raise RewardModelError(f"ogm/ProxyReward-v0: {describe_errors(err)}") from None
+    return _as_model(reward_model)
+
+
 def make_proxy_env(
     reward_model: RewardModel | str | os.PathLike | None = None,
     render_mode: str | None = None,
@@ -633,20 +722,8 @@ def make_proxy_env(
     options describe (:class:`RewardModelRecipe`: ``task``, ``pairs``, ...), trained the
     first time and cached (:func:`build_reward_model`).
     """
-    if (reward_model is None) == (not recipe):
-        options = ", ".join(RewardModelRecipe.model_fields)
-        raise RewardModelError(
-            "ogm/ProxyReward-v0 needs either reward_model=DIR or the options of a recipe "
-            f"({options}), not both"
-        )
-    if reward_model is None:
-        try:
-            reward_model = build_reward_model(RewardModelRecipe(**recipe))
-        except ValidationError as err:
-            from ogm.train.config import describe_errors  # ogm.train imports ogm.envs
-
-            raise RewardModelError(f"ogm/ProxyReward-v0: {describe_errors(err)}") from None
-    model = _as_model(reward_model)
+    options = dict(recipe) if reward_model is None else {"reward_model": reward_model, **recipe}
+    model = proxy_reward_model(options)
     extra = {} if render_mode is None else {"render_mode": render_mode}
     return ProxyReward(gym.make(model.env_id, **model.env_kwargs, **extra), model)
 

@@ -86,6 +86,7 @@ from ogm.agents.actor import (
 )
 from ogm.agents.conditioning import check_spec, make_strategy
 from ogm.baselines.common import EpisodeLog, event_names_of, primary_event_of
+from ogm.envs.sequence import PROXY_ENV_ID
 from ogm.limits import (
     MAX_BATCH,
     MAX_EPISODES,
@@ -99,6 +100,8 @@ from ogm.models.decision_transformer import DecisionTransformer, Policy
 from ogm.train import evaluation, offline
 from ogm.train.config import CommonConfig, RunPath, describe_errors
 from ogm.train.evaluation import final_summary, log_evaluation
+from ogm.train.feedback import ROUND_COLUMNS as FEEDBACK_COLUMNS
+from ogm.train.feedback import Feedback, FeedbackSection
 from ogm.train.progress import Progress
 from ogm.train.replay import ReplayBuffer
 from ogm.train.rundir import (
@@ -294,6 +297,9 @@ class OnlineSection(BaseModel):
     kl_check_every: int = Field(25, gt=0, le=MAX_UPDATES)  # updates per block of the KL cap
     kl_backtracks: int = Field(10, ge=0, le=60)  # halvings of a block that overshoots the cap
     probe_segments: int = Field(256, gt=0, le=MAX_BATCH)  # segments per KL probe
+    # OGM with feedback: the proxy reward model of an ogm/ProxyReward-v0 run learns from gold
+    # labels of the agent's own episodes after every round (ogm.train.feedback); None: frozen
+    feedback: FeedbackSection | None = None
     checkpoint_every: int = Field(5, gt=0, le=MAX_ROUNDS)
 
     @field_validator("strategy")
@@ -380,6 +386,11 @@ class OnlineConfig(CommonConfig):
             self.offline_config()
         except ValidationError as err:  # the checks of OfflineConfig that span its fields
             raise ValueError(describe_errors(err, prefix="offline")) from None
+        if self.online.feedback is not None and self.env_id != PROXY_ENV_ID:
+            raise ValueError(
+                f"online.feedback retrains a proxy reward model: it needs env_id "
+                f"{PROXY_ENV_ID!r}, got {self.env_id!r}"
+            )
         return self
 
     def offline_config(self) -> offline.OfflineConfig:
@@ -766,6 +777,7 @@ ROUND_COLUMNS = (
     "eval_performance_greedy",
     "eval_return_sampled",
     "eval_performance_sampled",
+    *FEEDBACK_COLUMNS,
     "wall_time_s",
 )
 
@@ -780,6 +792,11 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
     demos = offline.load_demonstrations(config)
     if config.pretrained is not None:
         offline.load_model(config.pretrained)
+    feedback = (
+        None
+        if cfg.feedback is None
+        else Feedback(cfg.feedback, config.env_id, config.env_kwargs, config.seed)
+    )
     rd = RunDir.open_or_create(run_dir, kind="odt", config=config, seed=config.seed)
     env = make_env(config)
     try:
@@ -862,6 +879,10 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 round_ = checkpoint.step
                 env_steps, episodes = int(state["env_steps"]), int(state["episodes"])
                 final_eval = {k: float(v) for k, v in state["final_eval"].items()}
+                if feedback is not None:  # the buffer was saved scored by this proxy
+                    feedback.load(tensors, checkpoint.arrays)
+                    feedback.rescore(demos)
+                    demo_pool = TrajectoryPool(demos)
 
         def save() -> None:
             offline.require_finite_parameters(model)
@@ -876,6 +897,7 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 **alpha_tensors,
                 "log_alpha": learner.log_alpha.detach(),
                 **{f"rng.{k}": v for k, v in torch_rng_state().items()},
+                **(feedback.tensors() if feedback is not None else {}),
             }
             state = {
                 "model_config": model.config.to_dict(),
@@ -891,6 +913,7 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 "target_entropy": learner.target_entropy,
             }
             arrays = {f"buffer.{k}": v for k, v in buffer.to_arrays().items()}
+            arrays |= feedback.arrays() if feedback is not None else {}
             log.flush()
             rd.save_checkpoint(round_, tensors=tensors, state=state, arrays=arrays)
 
@@ -910,9 +933,11 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 context_len=config.offline.eval_context_len,
                 reference=reference,
             )
-            final_eval = log_evaluation(
-                log, evaluation.evaluate(agent, config), round=round_, env_steps=env_steps
-            )
+            results = evaluation.evaluate(agent, config)
+            if feedback is not None:  # the proxy of the moment, as in training
+                for episodes_ in results.values():
+                    feedback.rescore([r.trajectory for r in episodes_])
+            final_eval = log_evaluation(log, results, round=round_, env_steps=env_steps)
             return final_eval
 
         def log_round(values: dict[str, float], tick: float) -> None:
@@ -964,6 +989,8 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
             # 1. explore: sampled actions at the exploration target
             results = explore()
             trajectories = [r.trajectory for r in results]
+            if feedback is not None:
+                feedback.rescore(trajectories)
             steps = (env_steps + np.cumsum([t.length for t in trajectories])).tolist()
             log.write(
                 trajectories,
@@ -980,6 +1007,13 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
 
             # 2. store with hindsight returns-to-go (TrajectoryPool derives them from rewards)
             buffer.add(trajectories)
+            learned: dict[str, float] = {}
+            if feedback is not None:  # OGM with feedback: the proxy learns, then rescores
+                learned = feedback.learn(trajectories, round_)
+                if not math.isnan(learned["rm_loss"]):
+                    feedback.rescore(buffer.trajectories)
+                    feedback.rescore(demos)
+                    demo_pool = TrajectoryPool(demos)
 
             # 3. learn on the demonstrations and the buffer's online episodes, under the
             # behaviour-shift cap when set
@@ -1027,6 +1061,7 @@ def run(config: OnlineConfig, run_dir: Path) -> None:
                 "online_return": float(np.mean(returns)),
                 "online_performance": float(np.mean([t.performance for t in trajectories])),
                 "online_target": float(np.mean([r.target_return for r in results])),
+                **learned,
             }
             last = budget_spent()
             if env_steps // config.eval_every > previous_steps // config.eval_every or last:
