@@ -456,6 +456,28 @@ def test_dry_run_estimates_from_a_calibration_then_from_finished_runs(tmp_path, 
     assert again.rates["base"].source == f"1 finished runs in {out}"
 
 
+def test_a_cost_that_grows_with_a_setting_is_calibrated_on_its_costliest_run(tmp_path, monkeypatch):
+    """Best-of-n's cost grows with n as well as with its episodes (COST_SCALES): the
+    estimate counts candidate episodes, calibrated on the largest n. Here a fake agent's
+    cost grows with the time it sleeps per episode."""
+    from ogm.experiments import runner
+
+    monkeypatch.setitem(runner.BUDGET_KEYS, "fake", (("episodes", "episodes"),))
+    monkeypatch.setitem(runner.COST_SCALES, "fake", ("sleep", "seconds asleep"))
+    text = SMALL.split("[[agents]]")[0] + (
+        '[[agents]]\nname = "base"\nkind = "fake"\nconfig = { episodes = 100 }\n'
+        "sweep = { sleep = [0.01, 0.04] }\n"
+    )
+    plan = runner.plan_experiment(parse_experiment(text), tmp_path / "out", workers=1)
+    rate = plan.rates["base"]
+    assert "calibrated here at budgets 0.04 and 0.4" in rate.source  # sleep 0.04: 1, 10 episodes
+    low, high = (e for e in plan.estimates)
+    assert (low.budget, high.budget) == (pytest.approx(1.0), pytest.approx(4.0))
+    assert high.unit == "seconds asleep"
+    assert 3.0 <= high.seconds <= 8.0  # 100 episodes of 0.04 s, and the rest of a run
+    assert high.seconds - rate.fixed == pytest.approx(4 * (low.seconds - rate.fixed))
+
+
 # ----------------------------------------------------------------------------- environment sweeps
 
 # Two agents on the hack-depth corridor at three depths: slip 0 and no trembling hand, so a

@@ -592,6 +592,10 @@ BUDGET_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     "bc": (("updates", "updates"),),
     "best_of_n": (("eval_episodes", "episodes"),),
 }
+# Per agent kind: a config value the cost grows in proportion to besides the budget
+# (best-of-n plays n candidate episodes for every episode it keeps); its budget is then
+# counted in units of both (candidate episodes)
+COST_SCALES: dict[str, tuple[str, str]] = {"best_of_n": ("n", "candidate episodes")}
 CALIBRATION_SHARES = (100, 10)  # calibration runs do about 1/100 and 1/10 of a budget
 
 
@@ -668,12 +672,21 @@ def budget_key(run: RunSpec) -> tuple[str, str] | None:
     return next(((key, unit) for key, unit in keys if _get(run.config, key) is not None), None)
 
 
+def cost_scale(run: RunSpec) -> tuple[float, str | None]:
+    """What a run's budget is multiplied by for its cost (``COST_SCALES``), and the unit of
+    the product (None: the budget's own)."""
+    key, unit = COST_SCALES.get(run.kind, (None, None))
+    return (1.0, None) if key is None else (float(_get(run.config, key)), unit)
+
+
 def budget_of(run: RunSpec) -> tuple[float, str] | None:
-    """A run's budget and its unit (None for a kind without a known budget key)."""
+    """A run's budget and its unit, in units its cost is proportional to (best-of-n:
+    candidate episodes); None for a kind without a known budget key."""
     key = budget_key(run)
     if key is None:
         return None
-    return float(_get(run.config, key[0])), key[1]
+    scale, unit = cost_scale(run)
+    return float(_get(run.config, key[0])) * scale, unit or key[1]
 
 
 def rates_from_finished(runs: list[RunSpec], out: Path) -> dict[str, Rate]:
@@ -709,13 +722,17 @@ def _replace(value: Any, old: str, new: str) -> Any:
 
 
 def calibrate(runs: list[RunSpec], out: Path, folder: Path) -> dict[str, Rate | str]:
-    """Per agent: time its first run at about 1/100 and 1/10 of its budget in ``folder`` (in
+    """Per agent: time its first run (of those with the largest ``cost_scale``: best-of-n's
+    largest n, the costliest run; its candidates are batched, so a small n costs more per
+    candidate than the estimate says, but little in all) at about 1/100 and 1/10 of its
+    budget in ``folder`` (in
     this process, modules imported beforehand) and fit ``fixed + per_unit * budget``; an
     agent whose calibration run fails gets the error instead. Runs that read another
     agent's run read its calibration run (or the finished run itself)."""
-    first: dict[str, RunSpec] = {}
+    first: dict[str, RunSpec] = {}  # per agent its costliest run per budget unit
     for run in runs:
-        first.setdefault(run.agent, run)
+        if run.agent not in first or cost_scale(run)[0] > cost_scale(first[run.agent])[0]:
+            first[run.agent] = run
     rates: dict[str, Rate | str] = {}
     calibrated: dict[str, Path] = {}  # agent -> its larger calibration run
     owner = {run.relpath: run.agent for run in runs}
@@ -751,7 +768,8 @@ def calibrate(runs: list[RunSpec], out: Path, folder: Path) -> dict[str, Rate | 
                     seconds = time.perf_counter() - start
                     if unit == "env steps":  # whole rollouts: the steps it took
                         budget = RunDir.open(path).record.get("env_steps", budget)
-                    points.append((budget, seconds))
+                    scale = cost_scale(run)[0]
+                    points.append((budget * scale if scale != 1 else budget, seconds))
                     calibrated[run.agent] = path
                 else:
                     rates[run.agent] = _fit(points)
