@@ -741,8 +741,13 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
     title = "Gold and proxy gain against d = sqrt(KL(pi || pi_0))"
     plots.plot_overoptimisation(figure, styles, out / "overoptimisation.png", title)
     fits_table = overopt.fits_table(fits)
-    fits_table.write_csv(out / "overoptimisation_fits.csv")
     events_table = overopt.Table(overopt.EVENT_HEADER, events, keys=2)
+    if set(by_world) == {""}:  # no environment sweep: no world column
+        fits_table, events_table = (
+            overopt.Table(t.header[1:], [row[1:] for row in t.rows], keys=1)
+            for t in (fits_table, events_table)
+        )
+    fits_table.write_csv(out / "overoptimisation_fits.csv")
     events_table.write_csv(out / "overoptimisation_events.csv")
     caption = (
         "Each point: a variant's mean over seeds of one <b>sampled</b> evaluation point (its "
