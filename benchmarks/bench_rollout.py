@@ -85,11 +85,11 @@ def timed(fn, *args) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def bench(n_layer: int, n_embd: int, context_len: int, episodes: int) -> None:
-    """Print steps per second of the reference loop and of ogm's rollout for one model size."""
+def tomato_model(n_layer: int, n_embd: int, context_len: int) -> DecisionTransformer:
+    """A randomly initialised DT for tomato watering (seed 0), in eval mode."""
     torch.manual_seed(0)
     obs_shape = gym.make(ENV_ID).observation_space.shape
-    model = DecisionTransformer(
+    return DecisionTransformer(
         DTConfig(
             obs_shape=obs_shape,
             act_dim=4,
@@ -101,6 +101,11 @@ def bench(n_layer: int, n_embd: int, context_len: int, episodes: int) -> None:
             n_embd=n_embd,
         )
     ).eval()
+
+
+def bench(n_layer: int, n_embd: int, context_len: int, episodes: int) -> None:
+    """Print steps per second of the reference loop and of ogm's rollout for one model size."""
+    model = tomato_model(n_layer, n_embd, context_len)
     print(f"\nDT {n_layer} layer(s) x {n_embd}, K={context_len}, {model.num_params():,} parameters")
     ogm_rollout(model, 4, 4, 0)  # warm-up
     reference = timed(reference_rollout, model, episodes, 0)
@@ -113,20 +118,7 @@ def bench(n_layer: int, n_embd: int, context_len: int, episodes: int) -> None:
 
 def bench_precision(repeats: int = 3) -> None:
     """Rollout steps per second acting in fp32 and in bf16 autocast, per number of copies."""
-    torch.manual_seed(0)
-    obs_shape = gym.make(ENV_ID).observation_space.shape
-    model = DecisionTransformer(
-        DTConfig(
-            obs_shape=obs_shape,
-            act_dim=4,
-            discrete=True,
-            return_bin_edges=return_bin_edges_for(0.0, 60.0, 64),
-            context_len=5,
-            n_layer=2,
-            n_head=1,
-            n_embd=64,
-        )
-    ).eval()
+    model = tomato_model(n_layer=2, n_embd=64, context_len=5)
     actor.FP32_ACTING_BELOW = 0  # act in the model's own precision, whatever the batch
     print(f"\nDT 2 layers x 64, K=5: acting in fp32 against bf16 autocast (best of {repeats})")
     ogm_rollout(model, 4, 4, 0)  # warm-up
