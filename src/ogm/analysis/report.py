@@ -43,6 +43,7 @@ from ogm.analysis import overoptimisation as overopt
 from ogm.analysis.emergence import SHARE_WINDOW, THRESHOLDS, trailing_mean
 from ogm.analysis.episodes import EPISODES_DIR, FIRST_EVENT, LAST, episode_gif, load_episode
 from ogm.analysis.findings import (
+    Table,
     Variant,
     emergence_table,
     finding,
@@ -741,10 +742,10 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
     title = "Gold and proxy gain against d = sqrt(KL(pi || pi_0))"
     plots.plot_overoptimisation(figure, styles, out / "overoptimisation.png", title)
     fits_table = overopt.fits_table(fits)
-    events_table = overopt.Table(overopt.EVENT_HEADER, events, keys=2)
+    events_table = Table(overopt.EVENT_HEADER, events, keys=2)
     if set(by_world) == {""}:  # no environment sweep: no world column
         fits_table, events_table = (
-            overopt.Table(t.header[1:], [row[1:] for row in t.rows], keys=1)
+            Table(t.header[1:], [row[1:] for row in t.rows], keys=1)
             for t in (fits_table, events_table)
         )
     fits_table.write_csv(out / "overoptimisation_fits.csv")
