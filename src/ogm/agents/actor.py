@@ -46,7 +46,8 @@ from ogm.models.decision_transformer import (
 
 # Acting batches of fewer than this many copies x embedding width compute in fp32 even in a
 # bf16 run: there autocast's casts cost more than its matmuls save (the tomato-watering DT,
-# width 64, one thread: fp32 1.2-1.4x faster at 16-32 copies, bf16 faster from ~64 copies;
+# width 64, one thread, sampled rollouts: fp32 1.21-1.25x faster at 16-32 copies, bf16
+# faster from 64 copies;
 # benchmarks/bench_rollout.py --precision).
 FP32_ACTING_BELOW = 64 * 64
 
