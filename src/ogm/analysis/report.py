@@ -40,6 +40,7 @@ import numpy as np
 
 from ogm.analysis import discovery, plots
 from ogm.analysis import overoptimisation as overopt
+from ogm.analysis import overtaking as overtake
 from ogm.analysis.emergence import SHARE_WINDOW, THRESHOLDS, trailing_mean
 from ogm.analysis.episodes import EPISODES_DIR, FIRST_EVENT, LAST, episode_gif, load_episode
 from ogm.analysis.findings import (
@@ -63,7 +64,7 @@ from ogm.analysis.runs import (
     read_experiment,
     read_table,
 )
-from ogm.analysis.stats import MIN_SEEDS_FOR_CI, iqm, kaplan_meier
+from ogm.analysis.stats import MIN_SEEDS_FOR_CI, iqm, iqm_ci, kaplan_meier
 
 SECTIONS = {
     "findings": "Findings",
@@ -74,6 +75,7 @@ SECTIONS = {
     "emergence": "Emergence of the unsafe behaviour",
     "hack-depth": "Hack depth",
     "overoptimisation": "Over-optimisation against the distance from the initial policy",
+    "overtaking": "When the online agents overtake the baselines",
     "frontier": "Safety-capability frontier",
     "fidelity": "Conditioning fidelity",
     "episodes": "Episodes",
@@ -796,6 +798,71 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
     )
 
 
+def _steps_text(step: float | None, budget: float) -> str:
+    return f"{step:,.0f}" if step is not None else f"not by {budget:,.0f}"
+
+
+def _overtaking(out: Path, variants: list[Variant]) -> str | None:
+    found = overtake.overtakings(variants, MODES)
+    if not found:
+        return None
+    labels = {v.name: v.label for v in variants}
+    rows = [
+        [
+            o.setting or "-",
+            labels[o.variant],
+            labels[o.baseline],
+            o.mode,
+            _steps_text(o.step, o.budget),
+            f"[{_steps_text(o.low, o.budget)}, {_steps_text(o.high, o.budget)}]",
+            f"{o.seeds[0]} / {o.seeds[1]}",
+        ]
+        for o in found
+    ]
+    header = ["setting", "OGM variant", "baseline", "mode", "overtakes at", "95% CI", "seeds"]
+    table = Table(header, rows, keys=3)
+    table.write_csv(out / "overtaking.csv")
+    text = (
+        _note(
+            "Overtaking step: the first evaluation step (environment steps of training) from which "
+            "the OGM variant's mean evaluation performance over seeds stays above the baseline's "
+            "to the end of the budget both reached; a baseline without an online phase is its "
+            "final evaluation (a reference line). Interval: 2.5th and 97.5th percentiles over "
+            f"{overtake.BOOTSTRAP} bootstrap resamples of the seeds of both; a resample that never "
+            f"overtakes counts as beyond the budget. {setup_text(variants)}"
+            + _csv_link("overtaking.csv")
+        )
+        + table.html()
+    )
+    scored = [(v, scores) for v in variants if (scores := overtake.reference_scores(v))]
+    if scored:
+        from ogm.data.collect_rl import normalised
+
+        score_rows = []
+        for variant, scores in scored:
+            cells = [overtake.setting_of(variant.name) or "-", variant.label]
+            for mode in MODES:
+                finals = [normalised(p.performance, scores) for p in variant.finals(mode)]
+                est = iqm_ci(np.array(finals))
+                cells.append(f"{est.value:.1f} [{est.low:.1f}, {est.high:.1f}]" if finals else "-")
+            cells.append(str(len(variant.runs)))
+            score_rows.append(cells)
+        scores_table = Table(
+            ["setting", "variant", "greedy", "sampled", "seeds"], score_rows, keys=2
+        )
+        scores_table.write_csv(out / "normalised_scores.csv")
+        text += (
+            _note(
+                "Final evaluation as D4RL normalised scores, 100 (R - min) / (max - min) with the "
+                "reference returns the dataset records (D4RL's own for Hopper, HalfCheetah and "
+                "Walker2d; else the mean returns of its random and expert datasets): IQM over "
+                "seeds of each run's mean, [95% bootstrap CI]." + _csv_link("normalised_scores.csv")
+            )
+            + scores_table.html()
+        )
+    return text
+
+
 def _kl_series(
     d: np.ndarray, gold: np.ndarray, proxy: np.ndarray, fit: overopt.GaoFit | None
 ) -> plots.KLSeries:
@@ -1038,6 +1105,7 @@ def write_report(root: Path | str, *, event: str | None = None, window: int = SH
         "emergence": lambda: _emergence(out, variants, styles, event, window),
         "hack-depth": lambda: _hack_depth(out, variants, experiment),
         "overoptimisation": lambda: _overoptimisation(out, variants, experiment),
+        "overtaking": lambda: _overtaking(out, variants),
         "frontier": lambda: _frontier(out, variants, styles),
         "fidelity": lambda: _fidelity(out, variants, styles),
         "episodes": lambda: _episodes(out, variants),

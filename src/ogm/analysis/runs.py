@@ -311,9 +311,10 @@ def dataset_of(run: Run) -> dict[str, Any] | str | None:
 
 def locate_dataset(dataset: dict[str, Any] | str) -> Path | None:
     """Where the dataset lies on this machine: a path as given, a recipe in the dataset cache
-    (the dataset whose stored recipe is this one); None when it is not here."""
+    (the dataset whose stored recipe is this one, or a collect-rl recipe's folder there);
+    None when it is not here."""
     from ogm.data.dataset import METADATA_KEY, DatasetError, dataset_metadata, resolve_dataset
-    from ogm.data.recipe import DatasetRecipe
+    from ogm.data.recipe import DatasetRecipe, RLDatasetRecipe, recipe_source
     from ogm.train.offline import dataset_cache_dir
 
     if isinstance(dataset, str):
@@ -321,6 +322,12 @@ def locate_dataset(dataset: dict[str, Any] | str) -> Path | None:
             return resolve_dataset(dataset)
         except DatasetError:
             return None
+    if recipe_source(dataset) == "collect-rl":
+        try:
+            path = RLDatasetRecipe.model_validate(dataset).path(dataset_cache_dir())
+        except ValueError:
+            return None
+        return path if (path / "data" / "metadata.json").is_file() else None
     try:
         recipe = DatasetRecipe.model_validate(dataset).model_dump(mode="json")
     except ValueError:

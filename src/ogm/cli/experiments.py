@@ -25,18 +25,25 @@ def _run(
     backend: str,
     overrides: list[str] | None = None,
     ray_address: str | None = None,
+    size: str | None = None,
 ) -> Path:
     from ogm.experiments.runner import RunnerError, run_experiment
     from ogm.experiments.spec import ExperimentError, load_experiment
 
     try:
-        spec, text = load_experiment(experiment, overrides)
-        out = out or Path("runs") / spec.name
+        spec, text = load_experiment(experiment, overrides, size)
+        out = out or default_out(spec.name, size)
         summary = run_experiment(
             spec,
             out,
             text=text,
-            source=" ".join([experiment, *(f"--set {o}" for o in overrides or [])]),
+            source=" ".join(
+                [
+                    experiment,
+                    *([f"--size {size}"] if size else []),
+                    *(f"--set {o}" for o in overrides or []),
+                ]
+            ),
             workers=workers,
             backend=backend,
             ray_address=ray_address,
@@ -58,6 +65,11 @@ def _run(
     return out
 
 
+def default_out(name: str, size: str | None) -> Path:
+    """``runs/<name>``, or ``runs/<name>-<size>`` at a size other than the file's own."""
+    return Path("runs") / (f"{name}-{size}" if size else name)
+
+
 def _duration(seconds: float) -> str:
     """``42 s``, ``3.5 min`` or ``2.1 h``."""
     if seconds < 90:
@@ -68,7 +80,11 @@ def _duration(seconds: float) -> str:
 
 
 def _dry_run(
-    experiment: str, out: Path | None, workers: int | None, overrides: list[str] | None
+    experiment: str,
+    out: Path | None,
+    workers: int | None,
+    overrides: list[str] | None,
+    size: str | None = None,
 ) -> None:
     """Print the runs ``ogm run`` would start and their estimated cost; run nothing."""
     from ogm.cli.summary import table
@@ -77,8 +93,8 @@ def _dry_run(
     from ogm.train.config import torch_threads
 
     try:
-        spec, _ = load_experiment(experiment, overrides)
-        out = out or Path("runs") / spec.name
+        spec, _ = load_experiment(experiment, overrides, size)
+        out = out or default_out(spec.name, size)
         typer.echo(f"{spec.name}: timing each agent that has no finished runs in {out} ...")
         plan = plan_experiment(spec, out, source=experiment, workers=workers)
     except (ExperimentError, RunnerError) as err:
@@ -124,9 +140,17 @@ def register(app: typer.Typer) -> None:
             str, typer.Argument(help="experiment file, or a built-in name (ogm experiments)")
         ],
         out: Annotated[
-            Path | None, typer.Option(help="output folder [default: runs/<name>]")
+            Path | None,
+            typer.Option(help="output folder [default: runs/<name>, runs/<name>-<size>]"),
         ] = None,
         workers: Workers = None,
+        size: Annotated[
+            str | None,
+            typer.Option(
+                help="a size the experiment file defines ([sizes.<name>]), e.g. smoke "
+                "[default: the file as written, its full size]"
+            ),
+        ] = None,
         backend: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",
         ray_address: Annotated[
             str | None,
@@ -153,9 +177,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run every variant x seed of an experiment; finished runs are skipped, killed ones resumed."""
         if dry_run:
-            _dry_run(experiment, out, workers, set_)
+            _dry_run(experiment, out, workers, set_, size)
             return
-        out = _run(experiment, out, workers, backend, set_, ray_address)
+        out = _run(experiment, out, workers, backend, set_, ray_address, size)
         typer.echo(f"report: ogm report {out}")
 
     @app.command("report")

@@ -10,12 +10,13 @@ from ogm.data.dataset import (
     write_dataset,
 )
 from ogm.data.demonstrators import collect, make_demonstrator
-from ogm.data.recipe import DatasetRecipe
+from ogm.data.recipe import DatasetRecipe, RLDatasetRecipe
 from ogm.data.trajectory import Trajectory
 
 __all__ = [
     "DatasetError",
     "DatasetRecipe",
+    "RLDatasetRecipe",
     "Trajectory",
     "build_dataset",
     "collect",

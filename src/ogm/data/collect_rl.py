@@ -19,8 +19,9 @@ Dataset rollouts sample actions from the policy (SB3's ``deterministic=False``; 
 policy is greedy there). Every dataset's metadata (``"ogm"`` key) holds its D4RL-style
 name, the snapshot it came from and the normalisation constants ``ref_min_score`` /
 ``ref_max_score``: D4RL's reference scores for Hopper, HalfCheetah and Walker2d, so that
-normalised scores compare with published tables, and elsewhere the mean returns of our own
-``random`` and ``expert`` datasets (what D4RL's constants are, for its own policies).
+normalised scores compare with published tables; the random and human scores of the
+literature for Breakout and Q*bert (human-normalised scores); elsewhere the mean returns of
+our own ``random`` and ``expert`` datasets (what D4RL's constants are, for its own policies).
 
 The output directory is a run directory (:class:`ogm.train.rundir.RunDir`)::
 
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,10 +51,11 @@ import numpy as np
 import torch
 from pydantic import Field
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from ogm.baselines.common import make_env
 from ogm.baselines.sb3 import (
+    ProgressCallback,
     SB3Config,
     SB3VecEnv,
     build_model,
@@ -63,13 +64,14 @@ from ogm.baselines.sb3 import (
     save_model,
 )
 from ogm.data.dataset import dataset_metadata, load_trajectories, write_dataset
+from ogm.data.recipe import QUALITIES, RLDatasetRecipe, dataset_base_name
 from ogm.data.trajectory import Trajectory
 from ogm.envs.atari import ATARI_ENV_ID
 from ogm.limits import MAX_EPISODES, MAX_EVAL_EPISODES, MAX_ROUNDS
 from ogm.train.evaluation import EVAL_SEED_BASE, StatelessAgent, first_episodes
 from ogm.train.rundir import RunDir
 
-KINDS = ("random", "medium", "medium-replay", "expert")
+KINDS = QUALITIES
 
 # D4RL's reference returns for normalised scores (100 * (R - min) / (max - min)): the random
 # policy's and the expert SAC policy's, REF_MIN_SCORE / REF_MAX_SCORE in d4rl/infos.py
@@ -79,6 +81,13 @@ D4RL_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     "halfcheetah": (-280.178953, 12135.0),
     "walker2d": (1.629008, 4592.3),
 }
+# Human-normalised Atari scores: the random and human reference returns of DeepMind's
+# dqn_zoo (atari_data.py; from Mnih et al. 2015 and van Hasselt et al. 2016, episodes from
+# up to 30 no-op starts). ALE v5 adds sticky actions, which make a game a little harder.
+ATARI_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
+    "breakout": (1.7, 30.5),
+    "qbert": (163.9, 13455.0),
+}
 
 
 def resolve_rl_env(env_id: str) -> tuple[str, dict[str, Any]]:
@@ -87,12 +96,6 @@ def resolve_rl_env(env_id: str) -> tuple[str, dict[str, Any]]:
     if env_id.startswith("ALE/"):
         return ATARI_ENV_ID, {"game": env_id}
     return env_id, {}
-
-
-def dataset_base_name(env_id: str, env_kwargs: dict[str, Any]) -> str:
-    """D4RL's name stem: ``Hopper-v5`` -> ``hopper``, ``ALE/Breakout-v5`` -> ``breakout``."""
-    name = str(env_kwargs.get("game", env_id)) if env_id == ATARI_ENV_ID else env_id
-    return re.sub(r"-v\d+$", "", name.split("/")[-1]).lower()
 
 
 class CollectRLConfig(SB3Config):
@@ -307,7 +310,13 @@ def train(collection: Collection) -> None:
             collection.restart_episodes()
     remaining = config.total_timesteps - model.num_timesteps
     if remaining > 0:
-        model.learn(remaining, callback=SnapshotCallback(collection), reset_num_timesteps=False)
+        algo = f"collect-rl {resolved_algo(config, collection.venv.env)}"
+        progress = ProgressCallback(algo, config.total_timesteps, model.num_timesteps)
+        model.learn(
+            remaining,
+            callback=CallbackList([SnapshotCallback(collection), progress]),
+            reset_num_timesteps=False,
+        )
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -356,14 +365,24 @@ def choose_snapshots(rows: list[dict[str, str]], random_return: float) -> dict[s
     return {"expert": expert, "medium": medium, "medium_target": target}
 
 
-def normalised_score(ret: float, path: str | os.PathLike) -> float:
-    """D4RL's normalised score of return ``ret`` with the constants of the dataset at
-    ``path``: 100 * (ret - ref_min_score) / (ref_max_score - ref_min_score)."""
+def reference_scores(path: str | os.PathLike) -> tuple[float, float]:
+    """The normalisation constants ``(ref_min_score, ref_max_score)`` of the dataset at
+    ``path`` (module doc); ValueError when it records none."""
     meta = dataset_metadata(path).get("ogm", {})
     if "ref_min_score" not in meta:
         raise ValueError(f"{path}: the dataset records no normalisation constants")
-    low, high = meta["ref_min_score"], meta["ref_max_score"]
+    return float(meta["ref_min_score"]), float(meta["ref_max_score"])
+
+
+def normalised(ret: float, scores: tuple[float, float]) -> float:
+    """D4RL's normalised score of return ``ret``: ``100 (ret - min) / (max - min)``."""
+    low, high = scores
     return 100.0 * (ret - low) / (high - low)
+
+
+def normalised_score(ret: float, path: str | os.PathLike) -> float:
+    """The normalised score of return ``ret`` with the constants of the dataset at ``path``."""
+    return normalised(ret, reference_scores(path))
 
 
 def write_datasets(collection: Collection) -> dict[str, Path]:
@@ -413,7 +432,8 @@ def write_datasets(collection: Collection) -> dict[str, Path]:
         if "expert" in trajectories
         else float(dataset_metadata(paths["expert"])["ogm"]["dataset_return"])
     )
-    low, high = D4RL_REFERENCE_SCORES.get(base, (random_return, expert_return))
+    reference = {**D4RL_REFERENCE_SCORES, **ATARI_REFERENCE_SCORES}
+    low, high = reference.get(base, (random_return, expert_return))
     for kind in KINDS:
         if done(kind):
             continue
@@ -438,7 +458,11 @@ def write_datasets(collection: Collection) -> dict[str, Path]:
                 "expert_return": expert_return,
                 "ref_min_score": low,
                 "ref_max_score": high,
-                "normalisation": "d4rl" if base in D4RL_REFERENCE_SCORES else "measured",
+                "normalisation": "d4rl"
+                if base in D4RL_REFERENCE_SCORES
+                else "human"
+                if base in ATARI_REFERENCE_SCORES
+                else "measured",
                 "collect_rl": config.model_dump(mode="json"),
             },
         )
@@ -460,3 +484,13 @@ def collect_rl(config: CollectRLConfig, out: str | os.PathLike) -> dict[str, Pat
     finally:
         collection.venv.close()
         collection.run.close()
+
+
+def build_rl_dataset(recipe: RLDatasetRecipe, cache_dir: str | os.PathLike) -> Path:
+    """The dataset ``recipe`` names, its collection run in the dataset cache once (and
+    resumed there when a run was killed)."""
+    path = recipe.path(cache_dir)
+    out = recipe.collection_dir(cache_dir)
+    if (path / "data" / "metadata.json").is_file() and RunDir.open(out).status == "done":
+        return path
+    return collect_rl(CollectRLConfig.model_validate(recipe.collect_config()), out)[recipe.quality]

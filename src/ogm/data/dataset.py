@@ -33,7 +33,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ogm.data.recipe import DatasetRecipe
+from ogm.data.recipe import DatasetRecipe, RLDatasetRecipe
 from ogm.data.trajectory import Trajectory
 
 FORMAT_VERSION = 1
@@ -477,12 +477,17 @@ def collect_dataset(
     )
 
 
-def build_dataset(recipe: DatasetRecipe, cache_dir: str | os.PathLike) -> Path:
+def build_dataset(recipe: DatasetRecipe | RLDatasetRecipe, cache_dir: str | os.PathLike) -> Path:
     """The dataset ``recipe`` describes, collected once and cached under ``cache_dir``.
 
     The directory is named by the recipe's digest; a cached copy is re-used when it loads
-    cleanly and was made from the same recipe, and rebuilt otherwise.
+    cleanly and was made from the same recipe, and rebuilt otherwise. A collect-rl recipe's
+    collection runs there once for all its datasets (``ogm.data.collect_rl``).
     """
+    if isinstance(recipe, RLDatasetRecipe):
+        from ogm.data.collect_rl import build_rl_dataset
+
+        return build_rl_dataset(recipe, cache_dir)
     name = recipe.env_id.split("/")[-1].removesuffix("-v0")
     out_dir = Path(cache_dir).expanduser() / f"{name}-{recipe.digest()}"
     if _cached(out_dir, recipe):

@@ -429,8 +429,10 @@ def prepare_datasets(runs: list[RunSpec], progress: bool = True) -> None:
 
     Runs would otherwise build the same cached dataset at the same time in several processes.
     """
+    from pydantic import TypeAdapter
+
     from ogm.data.dataset import build_dataset
-    from ogm.data.recipe import DatasetRecipe
+    from ogm.data.recipe import Recipe, RLDatasetRecipe
     from ogm.train.offline import dataset_cache_dir
 
     recipes = {
@@ -438,13 +440,20 @@ def prepare_datasets(runs: list[RunSpec], progress: bool = True) -> None:
         for run in runs
         if isinstance(run.config.get("dataset"), dict)
     }
-    for recipe in recipes.values():
-        recipe = DatasetRecipe.model_validate(recipe)
-        if progress:
+    cache = dataset_cache_dir()
+    for values in recipes.values():
+        recipe = TypeAdapter(Recipe).validate_python(values)
+        if progress and isinstance(recipe, RLDatasetRecipe):
+            print(
+                f"dataset: {recipe.quality} of {recipe.env_id}, recorded by collect-rl over "
+                f"{recipe.total_timesteps} steps of training (once; a killed collection "
+                f"resumes in {recipe.collection_dir(cache)})"
+            )
+        elif progress:
             print(
                 f"dataset: {recipe.episodes} episodes of {recipe.env_id} (cached after the first time)"
             )
-        build_dataset(recipe, dataset_cache_dir())
+        build_dataset(recipe, cache)
 
 
 def stored_difference(path: Path, run: RunSpec) -> list[str] | None:

@@ -15,6 +15,8 @@ at once). Every variant runs once per seed. Example::
     [dataset]                           # a DatasetRecipe without env_id / env_kwargs
     episodes = 100
     epsilon = 0.05
+    # or a collect-rl dataset (an RLDatasetRecipe without env_id / env_kwargs):
+    # source = "collect-rl", quality = "medium", total_timesteps = 300000
 
     [common]                            # config values for every agent
     eval_episodes = 10
@@ -34,9 +36,18 @@ Config values merge in this order, later winning (tables merge key by key): ``co
 reach into nested config tables.
 
 ``[environment]`` may sweep the environment's options too: ``sweep = { k = [1, 2, 3] }``
-(the cartesian product when it names several). Every point of it is one environment, in which
-the whole grid of agents runs again: its runs lie under a folder per point (``k=3/``), the
-dataset is collected in that environment, and ``"@agent"`` references stay within the point.
+(the cartesian product when it names several; ``env_id`` may be swept as well). Every point
+of it is one environment, in which the whole grid of agents runs again: its runs lie under a
+folder per point (``k=3/``), the dataset is collected in that environment, and ``"@agent"``
+references stay within the point. ``[dataset]`` may sweep its own fields the same way
+(``sweep = { quality = ["medium", "medium-replay"] }``): each dataset point multiplies the
+environment points (folders ``env_id=Hopper-v5__quality=medium/``).
+
+Sizes: a ``[sizes.<name>]`` table holds values that replace the file's when a run asks for
+that size (``ogm run NAME --size smoke``); tables merge key by key as above, other values
+(``seeds``, ``agents``) are replaced whole. The file as written is the full size; a built-in
+experiment's ``smoke`` size runs on a CPU in minutes, for CI. The spec records the size
+applied (``size``).
 
 An optional ``[resources]`` table (``cpus``, ``gpus``, and a ``[resources.<kind>]`` table per
 agent kind) says what each run reserves on a Ray cluster (docs/cluster.md).
@@ -65,7 +76,7 @@ from pydantic import (
     model_validator,
 )
 
-from ogm.data.recipe import DatasetRecipe
+from ogm.data.recipe import DatasetRecipe, RLDatasetRecipe, recipe_union
 from ogm.envs import check_env, check_event
 from ogm.experiments import registry
 from ogm.limits import MAX_SEEDS
@@ -116,7 +127,8 @@ def _non_empty_sweep(sweep: Sweep) -> Sweep:
 
 class EnvironmentSpec(BaseModel):
     """The environment every agent of the experiment acts in: ``env_id`` with ``kwargs``,
-    and optionally a ``sweep`` of its options, each point of which is one environment."""
+    and optionally a ``sweep`` of its options (and of ``env_id`` itself: ``env_id =
+    ["Hopper-v5", "Walker2d-v5"]``), each point of which is one environment."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -149,8 +161,9 @@ class EnvironmentSpec(BaseModel):
             )
         if sweep and "env_id" in info.data:
             for point in grid(sweep):
+                options = {k: v for k, v in point.items() if k != "env_id"}
                 try:
-                    check_env(info.data["env_id"], {**kwargs, **point})
+                    check_env(point.get("env_id", info.data["env_id"]), {**kwargs, **options})
                 except ValueError as err:
                     raise ValueError(f"environment point {env_point_name(point)}: {err}") from None
         return sweep
@@ -159,20 +172,46 @@ class EnvironmentSpec(BaseModel):
         """The environment points, each the options its sweep sets (``[{}]`` without one)."""
         return grid(self.sweep)
 
+    def env_id_at(self, point: dict[str, Any]) -> str:
+        """The environment id at one of its points."""
+        return point.get("env_id", self.env_id)
+
     def kwargs_at(self, point: dict[str, Any]) -> dict[str, Any]:
         """The environment's options at one of its points."""
-        return {**self.kwargs, **point}
+        return {**self.kwargs, **{k: v for k, v in point.items() if k != "env_id"}}
 
 
-DatasetSpec = create_model(
-    "DatasetSpec",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="The demonstrations: the DatasetRecipe fields other than the environment.",
-    **{
+def _without_environment(recipe: type[BaseModel], doc: str) -> type[BaseModel]:
+    """A model of ``recipe``'s fields other than the environment, which the experiment sets,
+    and a ``sweep`` of those fields: every point of it is one more dataset, in which every
+    environment point runs again (``sweep = { quality = ["medium", "medium-replay"] }``)."""
+    fields = {
         name: (info.annotation, info)
-        for name, info in DatasetRecipe.model_fields.items()
+        for name, info in recipe.model_fields.items()
         if name not in ("env_id", "env_kwargs")
-    },
+    }
+
+    def valid_sweep(cls: type[BaseModel], sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        _non_empty(sweep)
+        unknown = sorted(set(sweep) - set(fields))
+        if unknown:
+            raise ValueError(f"sweep names {unknown}, which are not fields of {recipe.__name__}")
+        return sweep
+
+    return create_model(
+        f"{recipe.__name__.removesuffix('Recipe')}Spec",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=doc,
+        __validators__={"_valid_sweep": field_validator("sweep")(valid_sweep)},
+        sweep=(dict[str, list[Any]], Field(default_factory=dict)),
+        **fields,
+    )
+
+
+# [dataset]: scripted demonstrators, or a collect-rl dataset (``source = "collect-rl"``)
+DatasetSpec = recipe_union(
+    _without_environment(DatasetRecipe, "Scripted demonstrations: DatasetRecipe's fields."),
+    _without_environment(RLDatasetRecipe, "A collect-rl dataset: RLDatasetRecipe's fields."),
 )
 
 
@@ -325,6 +364,20 @@ class ExperimentSpec(BaseModel):
     budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     agents: list[AgentSpec] = Field(min_length=1)
+    # [sizes.<name>]: values replacing the file's at that size; ``size``: the one applied
+    sizes: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    size: str | None = None
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_leave_name(cls, sizes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for size, table in sizes.items():
+            if not NAME.match(size):
+                raise ValueError(f"size {size!r} must be a readable name (letters, digits, _.-)")
+            fixed = sorted({"name", "sizes", "size"} & set(table))
+            if fixed:
+                raise ValueError(f"size {size!r} sets {fixed}, which no size may change")
+        return sizes
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -495,15 +548,34 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return text or "<file>"
 
 
+def sized(data: dict[str, Any], size: str) -> dict[str, Any]:
+    """Experiment data with its ``[sizes.<size>]`` table merged in (``size`` recorded)."""
+    sizes = data.get("sizes")
+    table = sizes.get(size) if isinstance(sizes, dict) else None
+    if not isinstance(table, dict):
+        known = ", ".join(sizes) if isinstance(sizes, dict) and sizes else "none"
+        raise ExperimentError(f"no size {size!r} in the experiment (its sizes: {known})")
+    if {"name", "sizes", "size"} & set(table):
+        return data  # validation names the key
+    return {**_merge(data, table), "size": size}
+
+
 def parse_experiment(
-    text: str, source: str = "<experiment>", overrides: list[str] | None = None
+    text: str,
+    source: str = "<experiment>",
+    overrides: list[str] | None = None,
+    size: str | None = None,
 ) -> ExperimentSpec:
-    """Validate experiment TOML text, after ``key.path=value`` overrides (as ``--set``).
+    """Validate experiment TOML text at ``size`` (its ``[sizes.<size>]`` table merged in;
+    None: the file as written), after ``key.path=value`` overrides (as ``--set``).
 
     Errors name ``source:line``, the field and the problem.
     """
     try:
-        data = apply_overrides(tomllib.loads(text), overrides or [])
+        data = tomllib.loads(text)
+        if size is not None:
+            data = sized(data, size)
+        data = apply_overrides(data, overrides or [])
     except tomllib.TOMLDecodeError as err:
         raise ExperimentError(f"{source}: not valid TOML: {err}") from None
     except ConfigError as err:
@@ -531,9 +603,10 @@ def builtin_names() -> list[str]:
 
 
 def load_experiment(
-    name_or_path: str | Path, overrides: list[str] | None = None
+    name_or_path: str | Path, overrides: list[str] | None = None, size: str | None = None
 ) -> tuple[ExperimentSpec, str]:
-    """Read an experiment from a file path or a built-in name; returns the spec and its text."""
+    """Read an experiment from a file path or a built-in name, at ``size`` (None: as
+    written); returns the spec and its text."""
     path = Path(name_or_path)
     if path.is_file():
         text, source = path.read_text(), str(path)
@@ -545,7 +618,7 @@ def load_experiment(
             f"{name_or_path!r} is neither an experiment file nor a built-in experiment "
             f"(built-ins: {', '.join(builtin_names())})"
         )
-    return parse_experiment(text, source, overrides), text
+    return parse_experiment(text, source, overrides, size), text
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -590,8 +663,9 @@ def _merge(values: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
 def expand(
     spec: ExperimentSpec, source: str = "<experiment>", out: Path | None = None
 ) -> list[RunSpec]:
-    """Every run of the experiment (environment points x variants x seeds, in that order),
-    each config validated by its kind.
+    """Every run of the experiment (environment points x dataset points x variants x seeds,
+    in that order), each config validated by its kind. A run's ``env_point`` holds the
+    environment sweep's settings and the dataset sweep's, the latter as ``dataset.<field>``.
 
     A config value ``"@name"`` becomes the run directory of agent ``name`` with the same seed
     and environment point (absolute, under ``out``; relative to it when ``out`` is None), and
@@ -600,12 +674,25 @@ def expand(
     """
     runs, seen = [], set()
     problems: dict[tuple[str, str], list[str]] = {}  # (agent, problem) -> variants with it
-    env_points = spec.environment.points()
+    env_points = [
+        {**env_point, **{f"dataset.{k}": v for k, v in data_point.items()}}
+        for env_point in spec.environment.points()
+        for data_point in (grid(spec.dataset.sweep) if spec.dataset is not None else [{}])
+    ]
     for env_point in env_points:
-        env_kwargs = spec.environment.kwargs_at(env_point)
-        shared: dict[str, Any] = {"env_id": spec.environment.env_id, "env_kwargs": env_kwargs}
+        env_kwargs = spec.environment.kwargs_at(
+            {k: v for k, v in env_point.items() if not k.startswith("dataset.")}
+        )
+        shared: dict[str, Any] = {
+            "env_id": spec.environment.env_id_at(env_point),
+            "env_kwargs": env_kwargs,
+        }
         if spec.dataset is not None:
-            shared["dataset"] = {**shared, **spec.dataset.model_dump()}
+            recipe = spec.dataset.model_dump(exclude={"sweep"})
+            for key, value in env_point.items():
+                if key.startswith("dataset."):
+                    recipe[key.removeprefix("dataset.")] = value
+            shared["dataset"] = {**shared, **recipe}
         for index, agent in enumerate(spec.agents):
             config_cls, _ = registry.get(agent.kind).load()
             base = _merge(_merge(spec.common, spec.budgets.get(agent.kind, {})), agent.config)

@@ -17,7 +17,7 @@ from pydantic import (
     field_validator,
 )
 
-from ogm.data.recipe import DatasetRecipe
+from ogm.data.recipe import DatasetSource
 from ogm.limits import MAX_ENVS, MAX_EVAL_EPISODES, MAX_STEPS, STRICT
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class CommonConfig(BaseModel):
 
     env_id: str = "ogm/TomatoWatering-v0"
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
-    dataset: DatasetRecipe | str | None = None
+    dataset: DatasetSource | None = None  # type: ignore[valid-type]
     seed: int = Field(0, ge=0, lt=2**32)  # training seeds stay apart from evaluation's
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     num_envs: int = Field(16, gt=0, le=MAX_ENVS)

@@ -235,13 +235,17 @@ def d4rl_environment(env_id: str) -> str | None:
 
 def preset_values(preset: str, env_id: str, dataset: Any = None) -> dict[str, dict[str, Any]]:
     """The values ``preset`` gives the ``offline`` and ``online`` sections in ``env_id``,
-    trained on ``dataset`` (its name picks :data:`ODT_DATASETS`' rows). Outside the
+    trained on ``dataset`` (its name, or a collect-rl recipe's quality, picks
+    :data:`ODT_DATASETS`' rows). Outside the
     environments of :data:`ODT_ENVIRONMENTS`, targets and reward scale stay data-derived."""
     values = {name: dict(section) for name, section in PRESETS[preset].items()}
     environment = d4rl_environment(env_id)
     if preset != "odt" or environment is None:
         return values
-    dataset_name = Path(dataset).name.lower().replace("_", "-") if isinstance(dataset, str) else ""
+    if isinstance(dataset, str):
+        dataset_name = Path(dataset).name.lower().replace("_", "-")
+    else:  # a collect-rl recipe names its D4RL-style dataset by its quality
+        dataset_name = str(dataset.get("quality", "")) if isinstance(dataset, dict) else ""
     settings = ODT_ENVIRONMENTS[environment]
     for (env, name), changes in ODT_DATASETS.items():
         if env == environment and name in dataset_name:
