@@ -5,6 +5,33 @@ far faster on a busy 2-core machine; it also keeps float reductions, and so the 
 the tests compare, independent of the machine's core count.
 """
 
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def run_smoke_size(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, int], Path]:
+    """Runs a built-in experiment at its ``smoke`` size, with a dataset cache of its own,
+    checks that ``runs`` runs finished, and reports them; returns the folder holding
+    ``cache/`` and ``runs/`` (``runs/report/``)."""
+
+    def run(name: str, runs: int) -> Path:
+        from ogm.analysis.report import write_report
+        from ogm.experiments.runner import run_experiment
+        from ogm.experiments.spec import load_experiment
+
+        root = tmp_path_factory.mktemp(name)
+        spec, _ = load_experiment(name, size="smoke")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OGM_CACHE_DIR", str(root / "cache"))
+            summary = run_experiment(spec, root / "runs", workers=2, progress=False)
+            assert summary.count("done") == runs, [o.detail for o in summary.failed]
+            write_report(root / "runs")
+        return root
+
+    return run

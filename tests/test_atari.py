@@ -24,20 +24,9 @@ SETTING = "game=ALE-Breakout-v5"
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def experiment(run_smoke_size) -> Path:
     """The built-in ``alignment-tax-atari`` at its smoke size, run and reported."""
-    from ogm.analysis.report import write_report
-    from ogm.experiments.runner import run_experiment
-    from ogm.experiments.spec import load_experiment
-
-    root = tmp_path_factory.mktemp("atari")
-    spec, _ = load_experiment("alignment-tax-atari", size="smoke")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OGM_CACHE_DIR", str(root / "cache"))
-        summary = run_experiment(spec, root / "runs", workers=2, progress=False)
-        assert summary.count("done") == 3, [o.detail for o in summary.failed]
-        write_report(root / "runs")
-    return root
+    return run_smoke_size("alignment-tax-atari", 3)
 
 
 @pytest.fixture(scope="module")

@@ -853,10 +853,12 @@ def _overtaking(out: Path, variants: list[Variant]) -> str | None:
         scores_table.write_csv(out / "normalised_scores.csv")
         text += (
             _note(
-                "Final evaluation as D4RL normalised scores, 100 (R - min) / (max - min) with the "
-                "reference returns the dataset records (D4RL's own for Hopper, HalfCheetah and "
-                "Walker2d; else the mean returns of its random and expert datasets): IQM over "
-                "seeds of each run's mean, [95% bootstrap CI]." + _csv_link("normalised_scores.csv")
+                "Final evaluation episodes as normalised scores, 100 (R - min) / (max - min) "
+                "with the reference returns the dataset records: D4RL's for Hopper, "
+                "HalfCheetah and Walker2d, the literature's random and human scores for Breakout "
+                "and Q*bert (human-normalised), else the mean returns of its random and expert "
+                "datasets. IQM over seeds of each run's mean over its final evaluation "
+                "episodes, [95% bootstrap CI]." + _csv_link("normalised_scores.csv")
             )
             + scores_table.html()
         )

@@ -143,10 +143,6 @@ class RLDatasetRecipe(BaseModel):
         """A short stable hash of the collection (the recipe less its ``quality``)."""
         return _digest(self.model_dump(mode="json", exclude={"quality"}))
 
-    def digest(self) -> str:
-        """A short stable hash of the recipe."""
-        return _digest(self.model_dump(mode="json"))
-
     def collection_dir(self, cache_dir: str | Path) -> Path:
         """The collect-rl run directory of this recipe's collection in the dataset cache."""
         name = dataset_base_name(self.env_id, self.env_kwargs)
