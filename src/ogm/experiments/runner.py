@@ -678,6 +678,8 @@ def budget_key(run: RunSpec) -> tuple[str, str] | None:
     """The config value that sets a run's budget, and its unit (None for a kind without a
     known budget key)."""
     keys = BUDGET_KEYS.get(run.kind, ())
+    if run.kind == "odt" and _get(run.config, "online.rounds") == 0:
+        keys = (("offline.updates", "updates"),)  # a GM agent: pretraining is all it does
     return next(((key, unit) for key, unit in keys if _get(run.config, key) is not None), None)
 
 
@@ -796,7 +798,7 @@ def _fit(points: list[tuple[int, float]]) -> Rate:
     (b1, t1), (b2, t2) = points[0], points[-1]
     per_unit = (t2 - t1) / (b2 - b1) if b2 > b1 else 0.0
     if per_unit <= 0:  # one point, or timing noise: all of it per unit
-        return Rate(0.0, t2 / b2, source)
+        return Rate(0.0, t2 / max(b2, 1), source)
     return Rate(max(0.0, t1 - per_unit * b1), per_unit, source)
 
 
