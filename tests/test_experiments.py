@@ -17,7 +17,13 @@ import pytest
 from ogm.analysis.report import variant_labels
 from ogm.experiments import registry
 from ogm.experiments.runner import ERROR_FILE, run_experiment
-from ogm.experiments.spec import ExperimentError, builtin_names, expand, parse_experiment
+from ogm.experiments.spec import (
+    ExperimentError,
+    RunSpec,
+    builtin_names,
+    expand,
+    parse_experiment,
+)
 from ogm.train.config import CommonConfig
 from ogm.train.rundir import RunDir
 
@@ -454,6 +460,21 @@ def test_dry_run_estimates_from_a_calibration_then_from_finished_runs(tmp_path, 
     again = runner.plan_experiment(small, out, workers=1)
     assert all(e.done for e in again.estimates) and again.seconds == 0
     assert again.rates["base"].source == f"1 finished runs in {out}"
+
+
+def test_a_gm_agent_run_as_an_odt_run_is_budgeted_by_its_pretraining_updates():
+    """An odt run with ``online.rounds = 0`` (the GM agent under ODT's preset) takes no
+    environment step whatever its online budget says: its cost is its offline updates."""
+    from ogm.experiments import runner
+
+    def odt_run(config):
+        return RunSpec(variant="gm", agent="gm", kind="odt", seed=0, config=config)
+
+    online = {"online": {"total_timesteps": 30000, "rounds": 50}, "offline": {"updates": 2000}}
+    assert runner.budget_key(odt_run(online)) == ("online.total_timesteps", "env steps")
+    gm = {"online": {"total_timesteps": 30000, "rounds": 0}, "offline": {"updates": 2000}}
+    assert runner.budget_key(odt_run(gm)) == ("offline.updates", "updates")
+    assert runner.budget_of(odt_run(gm)) == (2000.0, "updates")
 
 
 def test_a_cost_that_grows_with_a_setting_is_calibrated_on_its_costliest_run(tmp_path, monkeypatch):
