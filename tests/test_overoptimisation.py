@@ -44,6 +44,8 @@ def test_peaks_by_hand():
     assert gao_peak("rl", 1.2, 0.3) == pytest.approx((d_star, 0.3 * d_star))
     assert gao_peak("bon", 1.0, 0.0) == (math.inf, math.inf)  # never turns down
     assert gao_peak("bon", -1.0, 0.5) == (0.0, 0.0)  # never rises
+    # a tiny positive beta puts the RL form's turn past any float: infinite, not an overflow
+    assert gao_peak("rl", 5.0, 1e-3) == (math.inf, math.inf)
 
 
 def test_the_right_form_explains_more_than_the_wrong_one():

@@ -44,6 +44,7 @@ points along training. The bootstrap resamples seeds.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ from ogm.analysis.findings import Table, Variant, steps_text
 from ogm.analysis.runs import SAMPLED, Run, read_table
 
 Form = Literal["bon", "rl"]
+_LOG_FLOAT_MAX = math.log(sys.float_info.max)
 FORMS: tuple[Form, ...] = ("bon", "rl")
 
 
@@ -83,7 +85,10 @@ def gao_peak(form: Form, alpha: float, beta: float) -> tuple[float, float]:
         if alpha <= 0:
             return 0.0, 0.0
         return alpha / (2 * beta), alpha**2 / (4 * beta)
-    d_star = math.exp(alpha / beta - 1)
+    log_d_star = alpha / beta - 1
+    if log_d_star > _LOG_FLOAT_MAX:  # a turn too far away for a float: it never turns down
+        return math.inf, math.inf
+    d_star = math.exp(log_d_star)
     return d_star, beta * d_star
 
 
