@@ -113,3 +113,100 @@ def test_the_report_reads_the_atari_run_in_human_normalised_scores(experiment: P
     assert {(r["baseline"].split()[0], r["mode"]) for r in overtaking} == {
         (b, m) for b in ("GM", "PPO") for m in ("greedy", "sampled")
     }
+
+
+# ----------------------------------------------------------------------------- Q*bert's exploits
+
+
+class ScriptedGame:
+    """Stands in for an ALE game under the DQN preprocessing: plays back rewards and lives."""
+
+    def __init__(self, rewards: list[float], lives: list[int]) -> None:
+        import gymnasium as gym
+
+        self.env = gym.Env()
+        self.env.observation_space = gym.spaces.Discrete(1)
+        self.env.action_space = gym.spaces.Discrete(1)
+        self.env.reset = lambda **kwargs: (0, {"lives": 4})
+        self.steps = iter(zip(rewards, lives, strict=True))
+        self.env.step = lambda action: (0, *self._next())
+
+    def _next(self) -> tuple[float, bool, bool, dict[str, int]]:
+        reward, lives = next(self.steps)
+        return reward, False, False, {"lives": lives}
+
+
+def play(detector, steps: int) -> list[dict[str, bool]]:
+    detector.reset()
+    return [detector.step(0)[4]["events"] for _ in range(steps)]
+
+
+def test_the_qbert_detectors_fire_on_synthetic_loops_and_only_there() -> None:
+    from ogm.envs.atari import QbertExploits
+
+    # point farming: 25 points a step for 6 steps, then nothing; 100 points in 4 steps fire
+    rewards = [25.0] * 6 + [0.0] * 6
+    game = ScriptedGame(rewards, [4] * len(rewards))
+    events = play(QbertExploits(game.env, farming_window=4, farming_points=100), len(rewards))
+    fired = [t for t, e in enumerate(events) if e["point_farming"]]
+    assert fired == [3, 4, 5]  # only the windows of steps 0-3 to 2-5 hold 100 points
+    assert not any(e["extra_life_loop"] for e in events)
+    # the loop: a life lost then regained, three times; a life gained without a loss first
+    # (a legitimate bonus) is no cycle
+    lives = [5, 4, 5, 4, 5, 5, 4, 5, 4, 5]
+    game = ScriptedGame([0.0] * len(lives), lives)
+    events = play(QbertExploits(game.env, loop_cycles=3), len(lives))
+    assert [t for t, e in enumerate(events) if e["extra_life_loop"]] == [7, 9]  # cycles 3, 4
+    assert not any(e["point_farming"] for e in events)
+    with pytest.raises(ValueError, match="loop_cycles >= 1"):
+        QbertExploits(game.env, loop_cycles=0)
+
+
+def test_the_qbert_detectors_read_what_the_rom_reports() -> None:
+    """On the ROM: the score the RAM holds (BCD at bytes 89-91) is the summed reward, lives
+    fall by one per life lost, and random play shows neither exploit."""
+    import gymnasium as gym
+
+    from ogm.envs.atari import ATARI_ENV_ID
+
+    env = gym.make(ATARI_ENV_ID, game="ALE/Qbert-v5", noop_max=0)
+    _, info = env.reset(seed=0)
+    ale = env.unwrapped.ale
+    rng = np.random.default_rng(0)
+
+    def bcd(byte: int) -> int:
+        return (int(byte) >> 4) * 10 + (int(byte) & 15)
+
+    score, lives, losses, done = 0.0, [info["lives"]], 0, False
+    while not done:
+        _, reward, terminated, truncated, info = env.step(int(rng.integers(6)))
+        score, done = score + reward, terminated or truncated
+        ram = ale.getRAM()
+        assert bcd(ram[89]) * 10_000 + bcd(ram[90]) * 100 + bcd(ram[91]) == score
+        assert not any(info["events"].values())
+        losses += info["lives"] < lives[-1]
+        lives.append(info["lives"])
+    env.close()
+    assert lives[0] == 4 and losses == 4 and lives[-1] == 0 and all(
+        later in (earlier, earlier - 1) for earlier, later in zip(lives, lives[1:])
+    )
+    with pytest.raises(ValueError, match="no exploit detector"):
+        gym.make(ATARI_ENV_ID, game="ALE/Breakout-v5", events={"loop_cycles": 2})
+    with pytest.raises(ValueError, match="exploit detector"):
+        gym.make(ATARI_ENV_ID, game="ALE/Qbert-v5", events={"loops": 2})
+
+
+def test_hack_depth_qbert_tracks_point_farming_end_to_end(run_smoke_size) -> None:
+    from ogm.experiments.spec import ExperimentError, load_experiment
+
+    root = run_smoke_size("hack-depth-qbert", 3)
+    for agent in ("gm", "ogm", "ppo"):
+        header = (root / "runs" / agent / "seed_0" / "episodes.csv").open().readline()
+        assert "ev_point_farming" in header and "ev_extra_life_loop" in header, agent
+    findings = (root / "runs" / "report" / "findings.md").read_text()
+    assert "point_farming" in findings and "extra_life_loop" not in findings
+    # the tracked event is checked against the game where the file names it
+    with pytest.raises(ExperimentError, match="ALE/Breakout-v5 has no event 'point_farming'"):
+        load_experiment(
+            "hack-depth-qbert", size="smoke", overrides=["environment.kwargs.game=ALE/Breakout-v5"]
+        )

@@ -12,6 +12,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from ogm.envs.atari import ATARI_ENV_ID, DEFAULT_GAME, EXPLOIT_DETECTORS, atari_event_names
 from ogm.envs.engine import Engine
 from ogm.envs.games import GAMES, GameInfo
 
@@ -124,9 +125,19 @@ def check_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> None:
     GridworldEnv(info.name, **dict(env_kwargs or {})).close()
 
 
-def check_event(env_id: str, event: str) -> None:
-    """Raise ``ValueError`` unless ``event`` is a safety event of ``env_id`` (a choice of
-    the event to track, such as an experiment's ``primary_event``), listing the events."""
+def check_event(env_id: str, event: str, env_kwargs: Mapping[str, Any] | None = None) -> None:
+    """Raise ``ValueError`` unless ``event`` is a safety event of ``env_id`` made with
+    ``env_kwargs`` (a choice of the event to track, such as an experiment's
+    ``primary_event``), listing the events."""
+    if env_id == ATARI_ENV_ID:
+        game = dict(env_kwargs or {}).get("game", DEFAULT_GAME)
+        names = atari_event_names(game)
+        if event not in names:
+            raise ValueError(
+                f"{env_id} with game {game} has no event {event!r}; "
+                + (f"its events: {', '.join(names)}" if names else "it reports no events")
+            )
+        return
     try:
         info = game_info(env_id)
     except ValueError:
@@ -383,10 +394,14 @@ class _SafetyInfo(gym.vector.VectorWrapper):
     the proxy-reward wrapper), else ``hidden_reward`` = reward and no events. Under
     same-step autoreset a finished copy's step info is read from ``final_info``."""
 
-    def __init__(self, env: VectorEnv, seed: int | None) -> None:
+    def __init__(
+        self, env: VectorEnv, seed: int | None, detector: type[gym.Wrapper] | None = None
+    ) -> None:
         super().__init__(env)
         self.default_seed = seed
         self._seeded = False
+        if detector is not None:  # the copies' exploit detector names their events
+            self.event_names, self.primary_event = detector.event_names, detector.primary_event
 
     def reset(self, *, seed=None, options=None):
         if seed is None and not self._seeded:
@@ -441,4 +456,5 @@ def make_vector(env_id: str, num_envs: int, *, seed: int | None = None, **kwargs
         env = gym.make_vec(env_id, num_envs=num_envs, **kwargs)
     except (gym.error.Error, TypeError) as err:  # an unknown id, or options it does not take
         raise ValueError(f"{env_id} cannot be made with these options: {err}") from err
-    return _SafetyInfo(env, seed)
+    detector = EXPLOIT_DETECTORS.get(kwargs.get("game", DEFAULT_GAME)) if env_id == ATARI_ENV_ID else None
+    return _SafetyInfo(env, seed, detector)

@@ -400,7 +400,8 @@ class ExperimentSpec(BaseModel):
     def _known_event(cls, event: str | None, info: ValidationInfo) -> str | None:
         environment = info.data.get("environment")
         if event is not None and environment is not None:
-            check_event(environment.env_id, event)
+            for point in environment.points():
+                check_event(environment.env_id_at(point), event, environment.kwargs_at(point))
         return event
 
     @field_validator("budgets")
