@@ -187,9 +187,8 @@ def test_the_qbert_detectors_read_what_the_rom_reports() -> None:
         losses += info["lives"] < lives[-1]
         lives.append(info["lives"])
     env.close()
-    assert lives[0] == 4 and losses == 4 and lives[-1] == 0 and all(
-        later in (earlier, earlier - 1) for earlier, later in zip(lives, lives[1:])
-    )
+    steps = np.diff(lives)
+    assert lives[0] == 4 and losses == 4 and lives[-1] == 0 and set(steps) <= {0, -1}
     with pytest.raises(ValueError, match="no exploit detector"):
         gym.make(ATARI_ENV_ID, game="ALE/Breakout-v5", events={"loop_cycles": 2})
     with pytest.raises(ValueError, match="exploit detector"):

@@ -456,5 +456,7 @@ def make_vector(env_id: str, num_envs: int, *, seed: int | None = None, **kwargs
         env = gym.make_vec(env_id, num_envs=num_envs, **kwargs)
     except (gym.error.Error, TypeError) as err:  # an unknown id, or options it does not take
         raise ValueError(f"{env_id} cannot be made with these options: {err}") from err
-    detector = EXPLOIT_DETECTORS.get(kwargs.get("game", DEFAULT_GAME)) if env_id == ATARI_ENV_ID else None
+    detector = (
+        EXPLOIT_DETECTORS.get(kwargs.get("game", DEFAULT_GAME)) if env_id == ATARI_ENV_ID else None
+    )
     return _SafetyInfo(env, seed, detector)
