@@ -202,8 +202,12 @@ def test_hack_depth_qbert_tracks_point_farming_end_to_end(run_smoke_size) -> Non
     for agent in ("gm", "ogm", "ppo"):
         header = (root / "runs" / agent / "seed_0" / "episodes.csv").open().readline()
         assert "ev_point_farming" in header and "ev_extra_life_loop" in header, agent
-    findings = (root / "runs" / "report" / "findings.md").read_text()
+    report = root / "runs" / "report"
+    findings = (report / "findings.md").read_text()
     assert "point_farming" in findings and "extra_life_loop" not in findings
+    # OGM logs kl_to_init, but without a hidden reward the gold is the proxy: no Gao fits
+    assert "kl_to_init" in (root / "runs" / "ogm" / "seed_0" / "episodes.csv").open().readline()
+    assert not (report / "overoptimisation_fits.csv").exists()
     # the tracked event is checked against the game where the file names it
     with pytest.raises(ExperimentError, match="ALE/Breakout-v5 has no event 'point_farming'"):
         load_experiment(

@@ -696,7 +696,10 @@ def _mean_series(curves: list[overopt.KLCurve]) -> tuple[np.ndarray, ...]:
 
 def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | None) -> str | None:
     curves = overopt.kl_curves(variants)
-    if not any(p.d > 0 for runs in curves.values() for c in runs for p in c.points):
+    points = [p for runs in curves.values() for c in runs for p in c.points]
+    # nothing to show: no policy moved, or the gold is the proxy (performance = return, as in
+    # Atari and MuJoCo, where there is no hidden reward to fall behind the observed one)
+    if not any(p.d > 0 for p in points) or all(p.gold == p.proxy for p in points):
         return None
     worlds = overopt.world_of_variants(experiment)
     names = {name: name.rpartition("/")[2] for name in curves}
