@@ -11,11 +11,13 @@ import math
 import shutil
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stable_baselines3.common.buffers import ReplayBuffer
 
 from ogm.agents.actor import kl_divergence
 from ogm.baselines.bc import BCConfig, filter_top
@@ -38,7 +40,15 @@ from ogm.baselines.kl_ppo import (
     ppo_policy_loss,
 )
 from ogm.baselines.kl_ppo import run as run_kl_ppo
-from ogm.baselines.sb3 import SB3Config, SB3VecEnv, build_model, load_model, save_model
+from ogm.baselines.sb3 import (
+    SB3Config,
+    SB3VecEnv,
+    _load_replay,
+    _replay_arrays,
+    build_model,
+    load_model,
+    save_model,
+)
 from ogm.baselines.sb3 import run as run_sb3
 from ogm.data.dataset import write_dataset
 from ogm.data.trajectory import Trajectory
@@ -426,6 +436,41 @@ def test_sb3_checkpoint_round_trip_keeps_replay_and_optimiser(tmp_path):
     for k, v in saved["state"].items():
         assert torch.equal(v["exp_avg"], loaded["state"][k]["exp_avg"])
     assert fresh._n_calls == model._n_calls > 0  # target-network update clock
+
+
+def _frame_stack_buffer(size: int, rows: int, envs: int = 2) -> ReplayBuffer:
+    """A replay buffer filled the way Atari's is: stacks of the last 4 frames, episodes that
+    end at random (a new stack starts), and more rows than it holds (the ring wraps)."""
+    rng = np.random.default_rng(0)
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    buffer = ReplayBuffer(size, space, gym.spaces.Discrete(3), n_envs=envs)
+    obs = rng.integers(0, 256, (envs, 4, 84, 84), dtype=np.uint8)
+    for _ in range(rows):
+        frame = rng.integers(0, 256, (envs, 1, 84, 84), dtype=np.uint8)
+        next_obs = np.concatenate([obs[:, 1:], frame], axis=1)
+        done = rng.random(envs) < 0.05
+        buffer.add(obs, next_obs, rng.integers(0, 3, envs), rng.random(envs), done, [{}] * envs)
+        obs = np.where(
+            done[:, None, None, None], rng.integers(0, 256, obs.shape, np.uint8), next_obs
+        )
+    return buffer
+
+
+@pytest.mark.parametrize("rows", [100, 400])  # part filled; wrapped around (150 rows of 2 envs)
+def test_replay_checkpoints_keep_each_frame_once_and_restore_exactly(rows):
+    buffer = _frame_stack_buffer(300, rows)
+    arrays = _replay_arrays(buffer)
+    frames = ("obs_whole", "obs_newest", "next_whole")
+    stored = sum(arrays[f"replay/{key}"].nbytes for key in frames)
+    filled = buffer.buffer_size if buffer.full else buffer.pos
+    as_kept = 2 * buffer.observations[:filled].nbytes
+    # 1 frame of 8 per row, and 8 where an episode ended (5% of the rows)
+    assert stored < 0.25 * as_kept
+    fresh = ReplayBuffer(300, buffer.observation_space, buffer.action_space, n_envs=2)
+    _load_replay(fresh, arrays)
+    assert (fresh.pos, fresh.full) == (buffer.pos, buffer.full)
+    for key in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
+        np.testing.assert_array_equal(getattr(fresh, key), getattr(buffer, key), err_msg=key)
 
 
 # ----------------------------------------------------------------------------- common metrics

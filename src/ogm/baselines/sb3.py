@@ -199,16 +199,73 @@ class SB3VecEnv(VecEnv):
 # ----------------------------------------------------------------------------- checkpoints
 
 
-REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+REPLAY_ARRAYS = ("actions", "rewards", "dones", "timeouts")
+CHUNK = 4096  # rows compared at a time: the comparison's temporaries stay small
+
+
+def _stack_shifted(obs: np.ndarray) -> np.ndarray:
+    """(rows, envs) mask: True where a row's observation is the previous row's shifted by
+    one along its first axis (a stack of the last frames, one frame newer)."""
+    shifted = np.zeros(obs.shape[:2], bool)
+    for start in range(1, len(obs), CHUNK):
+        now, before = obs[start : start + CHUNK], obs[start - 1 : start - 1 + CHUNK]
+        same = now[:, :, :-1] == before[: len(now), :, 1:]
+        shifted[start : start + len(now)] = same.reshape(*now.shape[:2], -1).all(-1)
+    return shifted
+
+
+def _next_is_next_row(obs: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
+    """(rows, envs) mask: True where a row's next observation is the next row's observation."""
+    same = np.zeros(obs.shape[:2], bool)
+    for start in range(0, len(obs) - 1, CHUNK):
+        now = next_obs[start : min(start + CHUNK, len(obs) - 1)]
+        after = obs[start + 1 : start + 1 + len(now)]
+        same[start : start + len(now)] = (now == after).reshape(*now.shape[:2], -1).all(-1)
+    return same
+
+
+def _restore_stacks(
+    obs: np.ndarray, shifted: np.ndarray, whole: np.ndarray, newest: np.ndarray
+) -> None:
+    """Fill ``obs`` (rows, envs, stack, ...) from :func:`_replay_arrays`' parts. Per env, the
+    frames form one sequence to which a whole row adds its ``stack`` frames and a shifted row
+    its newest one; a row's observation is the last ``stack`` frames of the sequence there."""
+    if len(shifted) and shifted[0].any():
+        raise ValueError("replay/obs_shifted marks a first row as one frame on from nothing")
+    obs[~shifted] = whole
+    stack, whole_env, newest_env = obs.shape[2], np.nonzero(~shifted)[1], np.nonzero(shifted)[1]
+    for env in np.flatnonzero(shifted.any(0)):
+        mask = shifted[:, env]
+        end = np.cumsum(np.where(mask, 1, stack))  # the sequence's length after each row
+        sequence = np.empty((end[-1], *obs.shape[3:]), obs.dtype)
+        sequence[(end[~mask] - stack)[:, None] + np.arange(stack)] = whole[whole_env == env]
+        sequence[end[mask] - 1] = newest[newest_env == env]
+        obs[mask, env] = sequence[(end[mask] - stack)[:, None] + np.arange(stack)]
 
 
 def _replay_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
+    """The filled part of ``buffer``, each frame once: Atari's replay rows hold stacks of
+    the last 4 frames and a next observation that is the next row's observation, so stored
+    as SB3 keeps them a 100k buffer would write 5.6 GB per checkpoint. A row whose stack is
+    the previous row's one frame on keeps only its newest frame, a next observation equal to
+    the next row's observation is left out; everything else is stored whole. Lossless for
+    any observation (rows that do not match are simply whole)."""
     size = buffer.buffer_size if buffer.full else buffer.pos
     arrays = {"replay/pos": np.array(buffer.pos), "replay/full": np.array(buffer.full)}
     for key in REPLAY_ARRAYS:
         data = getattr(buffer, key, None)
         if data is not None:
             arrays[f"replay/{key}"] = data[:size]
+    obs = buffer.observations[:size]
+    shifted = _stack_shifted(obs) if obs.ndim >= 4 else np.zeros(obs.shape[:2], bool)
+    arrays["replay/obs_shifted"] = shifted
+    arrays["replay/obs_whole"] = obs[~shifted]
+    arrays["replay/obs_newest"] = obs[:, :, -1][shifted]
+    if buffer.next_observations is not None:  # None under SB3's optimize_memory_usage
+        next_obs = buffer.next_observations[:size]
+        same = _next_is_next_row(obs, next_obs)
+        arrays["replay/next_same"] = same
+        arrays["replay/next_whole"] = next_obs[~same]
     return arrays
 
 
@@ -217,6 +274,15 @@ def _load_replay(buffer: ReplayBuffer, arrays: dict[str, np.ndarray]) -> None:
         if f"replay/{key}" in arrays:
             data = arrays[f"replay/{key}"]
             getattr(buffer, key)[: len(data)] = data
+    obs = buffer.observations[: len(arrays["replay/obs_shifted"])]
+    _restore_stacks(
+        obs, arrays["replay/obs_shifted"], arrays["replay/obs_whole"], arrays["replay/obs_newest"]
+    )
+    if buffer.next_observations is not None:
+        same = arrays["replay/next_same"]
+        next_obs = buffer.next_observations[: len(same)]
+        next_obs[~same] = arrays["replay/next_whole"]
+        next_obs[:-1][same[:-1]] = obs[1:][same[:-1]]
     buffer.pos = int(arrays["replay/pos"])
     buffer.full = bool(arrays["replay/full"])
 
