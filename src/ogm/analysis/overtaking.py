@@ -13,7 +13,8 @@ every evaluation step t of A (each run's latest evaluation at or before t):
 
 and "not by T" when a is not above b at the last of them, T. Its 95% interval comes from a
 bootstrap that resamples the seeds of A and of B independently; a resample that never
-overtakes counts as beyond T, so an upper end past T reads "not by T".
+overtakes counts as beyond T, so an upper end past T reads "not by T". Like every interval
+in ogm it needs ``MIN_SEEDS_FOR_CI`` runs on each side; with fewer there is none.
 
 Normalised scores: a dataset recorded by ``ogm data collect-rl`` stores D4RL's reference
 returns (``ref_min_score`` / ``ref_max_score``; D4RL's own for Hopper, HalfCheetah and
@@ -32,6 +33,7 @@ import numpy as np
 
 from ogm.analysis.findings import EvalPoint, Variant
 from ogm.analysis.runs import dataset_of, locate_dataset
+from ogm.analysis.stats import MIN_SEEDS_FOR_CI
 
 BOOTSTRAP = 2000
 ONLINE_KIND = "odt"
@@ -50,6 +52,7 @@ class Overtaking:
     high: float | None  # 97.5th percentile (None: beyond the budget)
     budget: float
     seeds: tuple[int, int]  # runs of the variant and of the baseline
+    interval: bool  # False: fewer than MIN_SEEDS_FOR_CI runs a side, low and high are None
 
 
 def setting_of(variant: str) -> str:
@@ -96,13 +99,16 @@ def overtaking(
         b = np.stack([values_at(points, steps) for points in runs_b])
     else:  # a reference line: its final evaluation
         b = np.array([[points[-1].performance] * steps.size for points in runs_b])
-    draws = []
-    for _ in range(BOOTSTRAP):
-        ia = rng.integers(len(a), size=len(a))
-        ib = rng.integers(len(b), size=len(b))
-        step = first_step_above(a[ia], b[ib], steps)
-        draws.append(math.inf if step is None else step)
-    low, high = (float(q) for q in np.percentile(draws, [2.5, 97.5], method="inverted_cdf"))
+    interval = min(len(a), len(b)) >= MIN_SEEDS_FOR_CI
+    low = high = math.inf
+    if interval:
+        draws = []
+        for _ in range(BOOTSTRAP):
+            ia = rng.integers(len(a), size=len(a))
+            ib = rng.integers(len(b), size=len(b))
+            step = first_step_above(a[ia], b[ib], steps)
+            draws.append(math.inf if step is None else step)
+        low, high = (float(q) for q in np.percentile(draws, [2.5, 97.5], method="inverted_cdf"))
     return Overtaking(
         setting=setting_of(variant.name),
         variant=variant.name,
@@ -113,6 +119,7 @@ def overtaking(
         high=None if math.isinf(high) else high,
         budget=float(budget),
         seeds=(len(a), len(b)),
+        interval=interval,
     )
 
 

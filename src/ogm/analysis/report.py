@@ -46,6 +46,7 @@ from ogm.analysis.episodes import EPISODES_DIR, FIRST_EVENT, LAST, episode_gif, 
 from ogm.analysis.findings import (
     Table,
     Variant,
+    describe_values,
     emergence_table,
     finding,
     findings_table,
@@ -64,7 +65,7 @@ from ogm.analysis.runs import (
     read_experiment,
     read_table,
 )
-from ogm.analysis.stats import MIN_SEEDS_FOR_CI, iqm, iqm_ci, kaplan_meier
+from ogm.analysis.stats import MIN_SEEDS_FOR_CI, iqm, kaplan_meier
 
 SECTIONS = {
     "findings": "Findings",
@@ -817,7 +818,9 @@ def _overtaking(out: Path, variants: list[Variant]) -> str | None:
             labels[o.baseline],
             o.mode,
             _steps_text(o.step, o.budget),
-            f"[{_steps_text(o.low, o.budget)}, {_steps_text(o.high, o.budget)}]",
+            f"[{_steps_text(o.low, o.budget)}, {_steps_text(o.high, o.budget)}]"
+            if o.interval
+            else f"needs {MIN_SEEDS_FOR_CI} seeds a side",
             f"{o.seeds[0]} / {o.seeds[1]}",
         ]
         for o in found
@@ -832,8 +835,8 @@ def _overtaking(out: Path, variants: list[Variant]) -> str | None:
             "to the end of the budget both reached; a baseline without an online phase is its "
             "final evaluation (a reference line). Interval: 2.5th and 97.5th percentiles over "
             f"{overtake.BOOTSTRAP} bootstrap resamples of the seeds of both; a resample that never "
-            f"overtakes counts as beyond the budget. {setup_text(variants)}"
-            + _csv_link("overtaking.csv")
+            f"overtakes counts as beyond the budget; none with fewer than {MIN_SEEDS_FOR_CI} "
+            f"seeds on a side. {setup_text(variants)}" + _csv_link("overtaking.csv")
         )
         + table.html()
     )
@@ -846,8 +849,7 @@ def _overtaking(out: Path, variants: list[Variant]) -> str | None:
             cells = [overtake.setting_of(variant.name) or "-", variant.label]
             for mode in MODES:
                 finals = [normalised(p.performance, scores) for p in variant.finals(mode)]
-                est = iqm_ci(np.array(finals))
-                cells.append(f"{est.value:.1f} [{est.low:.1f}, {est.high:.1f}]" if finals else "-")
+                cells.append(describe_values(finals, digits=1) if finals else "-")
             cells.append(str(len(variant.runs)))
             score_rows.append(cells)
         scores_table = Table(
@@ -860,8 +862,9 @@ def _overtaking(out: Path, variants: list[Variant]) -> str | None:
                 "with the reference returns the dataset records: D4RL's for Hopper, "
                 "HalfCheetah and Walker2d, the literature's random and human scores for Breakout "
                 "and Q*bert (human-normalised), else the mean returns of its random and expert "
-                "datasets. IQM over seeds of each run's mean over its final evaluation "
-                "episodes, [95% bootstrap CI]." + _csv_link("normalised_scores.csv")
+                "datasets. Each run's mean over its final evaluation episodes; across seeds the "
+                f"per-seed values in seed order below {MIN_SEEDS_FOR_CI} seeds, else their IQM "
+                "[95% bootstrap CI]." + _csv_link("normalised_scores.csv")
             )
             + scores_table.html()
         )
