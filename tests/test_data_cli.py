@@ -88,13 +88,16 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_build_dataset_is_cached_by_recipe(tmp_path):
+def test_build_dataset_is_cached_by_recipe(tmp_path, monkeypatch):
     recipe = DatasetRecipe(env_id="ogm/BoatRace-v0", episodes=3, epsilon=0.1, seed=1)
     path = build_dataset(recipe, tmp_path)
     main = path / "data" / "main_data.hdf5"
     stamp = main.stat().st_mtime_ns
     assert build_dataset(recipe, tmp_path) == path
     assert main.stat().st_mtime_ns == stamp  # re-used, not rewritten
+    with monkeypatch.context() as patch:  # checked once per process while its files stay
+        patch.setattr("ogm.data.dataset.load_trajectories", lambda _: pytest.fail("read again"))
+        assert build_dataset(recipe, tmp_path) == path
     expected = collect("ogm/BoatRace-v0", 3, epsilon=0.1, seed=1)
     for a, b in zip(load_trajectories(path), expected, strict=True):
         np.testing.assert_array_equal(a.actions, b.actions)

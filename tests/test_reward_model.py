@@ -311,8 +311,14 @@ def test_a_recipe_is_trained_once_cached_and_rebuilt_when_corrupt(tmp_path, monk
     ):
         assert torch.equal(x, y), name
     stamp = (path / WEIGHTS_FILE).stat().st_mtime_ns
+    rng = torch.get_rng_state()
+    load_reward_model(path)
+    assert torch.equal(torch.get_rng_state(), rng)  # loading draws nothing from the caller's RNG
     assert build_reward_model(recipe) == path  # cached: not trained again
     assert (path / WEIGHTS_FILE).stat().st_mtime_ns == stamp
+    with monkeypatch.context() as patch:  # checked once per process while its files stay
+        patch.setattr("ogm.envs.reward_model.load_reward_model", lambda _: pytest.fail("read"))
+        assert build_reward_model(recipe) == path
     (path / WEIGHTS_FILE).write_bytes(b"not safetensors")
     assert build_reward_model(recipe) == path  # rebuilt whole
     assert load_reward_model(path).metrics["recipe"] == recipe.model_dump(mode="json")

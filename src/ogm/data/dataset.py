@@ -33,6 +33,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from ogm.cache import checked_before, mark_checked
 from ogm.data.recipe import DatasetRecipe, RLDatasetRecipe
 from ogm.data.trajectory import Trajectory
 
@@ -499,12 +500,17 @@ def _cached(out_dir: Path, recipe: DatasetRecipe) -> bool:
     """Whether ``out_dir`` holds a valid dataset made from ``recipe``."""
     if not out_dir.exists():
         return False
+    if checked_before(out_dir):
+        return True
     try:
         stored = dataset_metadata(out_dir).get(METADATA_KEY, {}).get("recipe")
-        return (
+        valid = (
             stored == recipe.model_dump(mode="json")
             and len(load_trajectories(out_dir)) == recipe.episodes
         )
+        if valid:
+            mark_checked(out_dir)
+        return valid
     except DatasetError as err:
         warnings.warn(f"rebuilding cached dataset: {err}", stacklevel=3)
         return False

@@ -47,7 +47,7 @@ from scipy.stats import spearmanr
 from torch import nn
 from torch.nn import functional as F
 
-from ogm.cache import cache_dir
+from ogm.cache import cache_dir, checked_before, mark_checked
 from ogm.envs.env import game_info
 from ogm.limits import MAX_BATCH, MAX_EPISODES, MAX_LAYERS, MAX_UPDATES, MAX_WIDTH
 
@@ -483,13 +483,16 @@ def load_reward_model(path: str | os.PathLike) -> RewardModel:
             raise ValueError(
                 f"format_version must be {FORMAT_VERSION}, got {meta.get('format_version')!r}"
             )
-        model = RewardModel(
-            int(meta["input_dim"]),
-            [int(h) for h in meta["hidden"]],
-            env_id=str(meta["env_id"]),
-            env_kwargs=dict(meta["env_kwargs"]),
-            features=str(meta["features"]),
-        )
+        # its initial weights are overwritten below: drawing them must not move the torch
+        # RNG of the caller (an env vector loads its model once per copy)
+        with torch.random.fork_rng(devices=[]):
+            model = RewardModel(
+                int(meta["input_dim"]),
+                [int(h) for h in meta["hidden"]],
+                env_id=str(meta["env_id"]),
+                env_kwargs=dict(meta["env_kwargs"]),
+                features=str(meta["features"]),
+            )
         model.metrics = dict(meta.get("metrics", {}))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise RewardModelError(f"{meta_path} is corrupt: {err}") from None
@@ -670,8 +673,11 @@ def build_reward_model(recipe: RewardModelRecipe) -> Path:
     path = reward_model_cache() / f"{name}-{recipe.pairs}-{recipe.digest()}"
     recipe_json = recipe.model_dump(mode="json")
     if path.exists():
+        if checked_before(path):
+            return path
         try:
             if load_reward_model(path).metrics.get("recipe") == recipe_json:
+                mark_checked(path)
                 return path
         except RewardModelError:
             pass
