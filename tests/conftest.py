@@ -3,8 +3,15 @@
 One torch thread: the tests' models are tiny, for which one thread is as fast as two and
 far faster on a busy 2-core machine; it also keeps float reductions, and so the numbers
 the tests compare, independent of the machine's core count.
+
+The tests run in one process per core (pytest-xdist, ``-n auto --dist loadfile`` in
+pyproject.toml). Each process gets a dataset and reward-model cache of its own, so that
+processes never build the same cached artefact at once and the user's cache is left alone.
 """
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +19,14 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["OGM_CACHE_DIR"] = tempfile.mkdtemp(prefix="ogm-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.pop("OGM_CACHE_DIR"), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
