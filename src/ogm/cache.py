@@ -19,11 +19,8 @@ _checked: dict[Path, tuple[tuple[str, int, int], ...]] = {}
 
 
 def _state(folder: Path) -> tuple[tuple[str, int, int], ...]:
-    return tuple(
-        (str(p.relative_to(folder)), p.stat().st_mtime_ns, p.stat().st_size)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    )
+    files = [(p, p.stat()) for p in sorted(folder.rglob("*")) if p.is_file()]
+    return tuple((str(p.relative_to(folder)), st.st_mtime_ns, st.st_size) for p, st in files)
 
 
 def checked_before(folder: Path) -> bool:

@@ -203,25 +203,13 @@ REPLAY_ARRAYS = ("actions", "rewards", "dones", "timeouts")
 CHUNK = 4096  # rows compared at a time: the comparison's temporaries stay small
 
 
-def _stack_shifted(obs: np.ndarray) -> np.ndarray:
-    """(rows, envs) mask: True where a row's observation is the previous row's shifted by
-    one along its first axis (a stack of the last frames, one frame newer)."""
-    shifted = np.zeros(obs.shape[:2], bool)
-    for start in range(1, len(obs), CHUNK):
-        now, before = obs[start : start + CHUNK], obs[start - 1 : start - 1 + CHUNK]
-        same = now[:, :, :-1] == before[: len(now), :, 1:]
-        shifted[start : start + len(now)] = same.reshape(*now.shape[:2], -1).all(-1)
-    return shifted
-
-
-def _next_is_next_row(obs: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
-    """(rows, envs) mask: True where a row's next observation is the next row's observation."""
-    same = np.zeros(obs.shape[:2], bool)
-    for start in range(0, len(obs) - 1, CHUNK):
-        now = next_obs[start : min(start + CHUNK, len(obs) - 1)]
-        after = obs[start + 1 : start + 1 + len(now)]
-        same[start : start + len(now)] = (now == after).reshape(*now.shape[:2], -1).all(-1)
-    return same
+def _rows_match(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """(rows, envs) mask: True where ``left[row, env]`` equals ``right[row, env]`` entirely."""
+    match = np.empty(left.shape[:2], bool)
+    for start in range(0, len(left), CHUNK):
+        a, b = left[start : start + CHUNK], right[start : start + CHUNK]
+        match[start : start + len(a)] = (a == b).reshape(*a.shape[:2], -1).all(-1)
+    return match
 
 
 def _restore_stacks(
@@ -257,13 +245,16 @@ def _replay_arrays(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
         if data is not None:
             arrays[f"replay/{key}"] = data[:size]
     obs = buffer.observations[:size]
-    shifted = _stack_shifted(obs) if obs.ndim >= 4 else np.zeros(obs.shape[:2], bool)
+    shifted = np.zeros(obs.shape[:2], bool)  # row 0 and flat observations: stored whole
+    if obs.ndim >= 4:  # a stack one frame on: the previous row's frames 1.. are its frames ..-1
+        shifted[1:] = _rows_match(obs[1:, :, :-1], obs[:-1, :, 1:])
     arrays["replay/obs_shifted"] = shifted
     arrays["replay/obs_whole"] = obs[~shifted]
     arrays["replay/obs_newest"] = obs[:, :, -1][shifted]
     if buffer.next_observations is not None:  # None under SB3's optimize_memory_usage
         next_obs = buffer.next_observations[:size]
-        same = _next_is_next_row(obs, next_obs)
+        same = np.zeros(obs.shape[:2], bool)  # the last row has no next row
+        same[:-1] = _rows_match(next_obs[:-1], obs[1:])
         arrays["replay/next_same"] = same
         arrays["replay/next_whole"] = next_obs[~same]
     return arrays
