@@ -181,6 +181,22 @@ def test_missing_dataset(tmp_path):
         load_trajectories(tmp_path / "empty")
 
 
+def test_loading_again_gives_a_private_copy_and_sees_a_rewritten_dataset(written):
+    # a process keeps what it read (ogm.cache): the copy must stay private and fresh
+    path, trajs = written
+    first = load_trajectories(path)
+    first[0].rewards[:] = 99.0
+    first.pop()
+    again = load_trajectories(path)
+    assert len(again) == len(trajs)
+    np.testing.assert_array_equal(again[0].rewards, trajs[0].rewards)
+    other = _trajectories(n=3, seed=1)
+    write_dataset(other, path, env_id=ENV_ID, env_kwargs={}, overwrite=True)
+    rewritten = load_trajectories(path)
+    assert len(rewritten) == 3
+    np.testing.assert_array_equal(rewritten[1].observations, other[1].observations)
+
+
 def test_missing_or_corrupt_metadata(written):
     path, _ = written
     meta_file = path / "data" / "metadata.json"

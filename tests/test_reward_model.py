@@ -122,6 +122,21 @@ def test_save_load_round_trip_is_exact(small_model, tmp_path):
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
 
 
+def test_loading_again_gives_a_private_model_and_sees_a_new_save(small_model, tmp_path):
+    # a process keeps the models it read (ogm.cache); OGM with feedback trains its own
+    path = save_reward_model(small_model, tmp_path / "rm")
+    first = load_reward_model(path)
+    with torch.no_grad():
+        next(first.parameters()).add_(1.0)
+    first.metrics["note"] = "changed"
+    again = load_reward_model(path)
+    assert torch.equal(next(again.parameters()), next(small_model.parameters()))
+    assert "note" not in again.metrics
+    other, _ = train_reward_model(ENV_ID, 40, held_out_pairs=40, steps=30, seed=4)
+    save_reward_model(other, path)
+    assert torch.equal(next(load_reward_model(path).parameters()), next(other.parameters()))
+
+
 def test_missing_or_corrupt_files_give_clear_errors(small_model, tmp_path):
     with pytest.raises(RewardModelError, match=f"no reward model at .*{META_FILE} is missing"):
         load_reward_model(tmp_path / "nothing")

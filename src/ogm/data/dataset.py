@@ -33,7 +33,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ogm.cache import checked_before, mark_checked
+from ogm.cache import recall, remember
 from ogm.data.recipe import DatasetRecipe, RLDatasetRecipe
 from ogm.data.trajectory import Trajectory
 
@@ -309,6 +309,9 @@ def load_trajectories(path: str | os.PathLike) -> list[Trajectory]:
     from minari.dataset.minari_storage import MinariStorage
 
     data_dir = resolve_dataset(path)
+    loaded = recall(data_dir, "trajectories")
+    if loaded is not None:
+        return loaded
     metadata = dataset_metadata(data_dir)
     try:
         storage = MinariStorage.read(data_dir)
@@ -349,6 +352,7 @@ def load_trajectories(path: str | os.PathLike) -> list[Trajectory]:
         check_trajectories(trajectories, storage.observation_space, storage.action_space)
     except ValueError as err:
         raise DatasetError(f"{main_file}: {err}") from None
+    remember(data_dir, "trajectories", trajectories)
     return trajectories
 
 
@@ -500,7 +504,7 @@ def _cached(out_dir: Path, recipe: DatasetRecipe) -> bool:
     """Whether ``out_dir`` holds a valid dataset made from ``recipe``."""
     if not out_dir.exists():
         return False
-    if checked_before(out_dir):
+    if recall(out_dir, "recipe checked"):
         return True
     try:
         stored = dataset_metadata(out_dir).get(METADATA_KEY, {}).get("recipe")
@@ -509,7 +513,7 @@ def _cached(out_dir: Path, recipe: DatasetRecipe) -> bool:
             and len(load_trajectories(out_dir)) == recipe.episodes
         )
         if valid:
-            mark_checked(out_dir)
+            remember(out_dir, "recipe checked", True)
         return valid
     except DatasetError as err:
         warnings.warn(f"rebuilding cached dataset: {err}", stacklevel=3)

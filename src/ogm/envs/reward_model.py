@@ -47,7 +47,7 @@ from scipy.stats import spearmanr
 from torch import nn
 from torch.nn import functional as F
 
-from ogm.cache import cache_dir, checked_before, mark_checked
+from ogm.cache import cache_dir, recall, remember
 from ogm.envs.env import game_info
 from ogm.limits import MAX_BATCH, MAX_EPISODES, MAX_LAYERS, MAX_UPDATES, MAX_WIDTH
 
@@ -474,6 +474,9 @@ def load_reward_model(path: str | os.PathLike) -> RewardModel:
     for name in (META_FILE, WEIGHTS_FILE):
         if not (path / name).is_file():
             raise RewardModelError(f"no reward model at {path}: {name} is missing")
+    loaded = recall(path, "reward model")
+    if loaded is not None:
+        return loaded
     meta_path = path / META_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -503,7 +506,9 @@ def load_reward_model(path: str | os.PathLike) -> RewardModel:
         raise RewardModelError(
             f"{weights_path} is corrupt or does not match {META_FILE}: {err}"
         ) from None
-    return model.eval().requires_grad_(False)
+    model.eval().requires_grad_(False)
+    remember(path, "reward model", model)
+    return model
 
 
 def _as_model(reward_model: RewardModel | str | os.PathLike) -> RewardModel:
@@ -673,11 +678,11 @@ def build_reward_model(recipe: RewardModelRecipe) -> Path:
     path = reward_model_cache() / f"{name}-{recipe.pairs}-{recipe.digest()}"
     recipe_json = recipe.model_dump(mode="json")
     if path.exists():
-        if checked_before(path):
+        if recall(path, "recipe checked"):
             return path
         try:
             if load_reward_model(path).metrics.get("recipe") == recipe_json:
-                mark_checked(path)
+                remember(path, "recipe checked", True)
                 return path
         except RewardModelError:
             pass
