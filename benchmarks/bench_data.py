@@ -85,9 +85,7 @@ def main() -> None:
     print(f"\ndataset: {len(trajs)} tomato episodes, {steps} steps, {size / 1e6:.1f} MB")
     print(f"write_dataset      {steps / write_s:10.0f} steps/s")
     print(f"load_trajectories  {steps / load_s:10.0f} steps/s (checked)")
-    print(
-        f"  again, same process {steps / again_s:7.0f} steps/s (a copy); {load_s / again_s:.0f}x"
-    )
+    print(f"  again, same process {steps / again_s:7.0f} steps/s (a copy); {load_s / again_s:.0f}x")
     print(
         f"minari iterate     {steps / minari_s:10.0f} steps/s (reference); ratio {load_s / minari_s:.2f}"
     )
