@@ -89,6 +89,36 @@ def test_evaluation_is_reproducible_and_leaves_training_randomness_alone():
     assert len({a for ep in actions(first, "sampled") for a in ep}) > 1
 
 
+def test_an_env_played_again_gives_the_episodes_of_a_fresh_one():
+    """Evaluation waves and best-of-n re-use one vector env: every copy is reset with its
+    seed, so what the env played before (episodes cut short by the first-episode rule,
+    auto-resets) changes nothing."""
+    config = CommonConfig(env_id=TOMATO, num_envs=3, eval_episodes=EPISODES)
+    rng = np.random.default_rng(0)
+    agent = evaluation.StatelessAgent(lambda obs, deterministic: rng.integers(4, size=len(obs)))
+    waves = [[5, 6, 7], [8, 5, 9], [5, 6, 7]]
+
+    def play(env_of):
+        rng.bit_generator.state = np.random.default_rng(0).bit_generator.state
+        return [
+            r.trajectory
+            for seeds in waves
+            for r in evaluation.first_episodes(
+                agent, config, seeds, deterministic=False, env=env_of(len(seeds))
+            )
+        ]
+
+    shared = evaluation.make_env(config, 3, seed=None)
+    again, fresh = play(lambda n: shared), play(lambda n: None)
+    for a, b in zip(again, fresh, strict=True):
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+    assert len({a.rewards.tobytes() for a in again}) > 1
+    with pytest.raises(ValueError, match="2 seeds for an env of 3 copies"):
+        evaluation.first_episodes(agent, config, [1, 2], deterministic=True, env=shared)
+    shared.close()
+
+
 def test_a_decision_transformer_is_evaluated_without_dropout():
     """Training leaves the model in train mode; its evaluation must still judge the policy
     itself, not one dropout sample of it: the same episodes as in eval mode, every time, and

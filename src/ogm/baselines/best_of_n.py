@@ -19,10 +19,12 @@ episodes are pi_0's own, with ``kl_to_init`` 0.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 from pydantic import Field
@@ -58,12 +60,18 @@ class BestOfNConfig(PretrainedPolicyConfig):
 
 
 def best_of_n(
-    agent: PolicyAgent, config: BestOfNConfig, seed: int
+    agent: PolicyAgent,
+    config: BestOfNConfig,
+    seed: int,
+    env: gym.vector.VectorEnv | None = None,
 ) -> tuple[EpisodeResult, list[EpisodeResult]]:
     """The best of ``config.n`` sampled episodes from the start that ``seed`` gives, with
     ``kl_to_init`` the analytic KL(best-of-n || pi_0) (module doc), and all the candidates
-    (pi_0's episodes, KL 0)."""
-    candidates = evaluation.first_episodes(agent, config, [seed] * config.n, deterministic=False)
+    (pi_0's episodes, KL 0). ``env``: ``n`` copies to play them in, re-used from one call
+    to the next (``evaluation.first_episodes``)."""
+    candidates = evaluation.first_episodes(
+        agent, config, [seed] * config.n, deterministic=False, env=env
+    )
     best = max(range(len(candidates)), key=lambda i: (candidates[i].trajectory.ret, -i))
     return dataclasses.replace(candidates[best], kl_to_init=best_of_n_kl(config.n)), candidates
 
@@ -92,14 +100,16 @@ def run(config: BestOfNConfig, run_dir: Path) -> None:
         probe.close()
         seeds = [evaluation.EVAL_SEED_BASE + k for k in range(config.eval_episodes)]
         kept, everything = [], []
-        with torch.random.fork_rng(devices=[]):
+        one, copies = make_env(config, 1, seed=None), make_env(config, config.n, seed=None)
+        with torch.random.fork_rng(devices=[]), contextlib.closing(one), contextlib.closing(copies):
             torch.manual_seed(evaluation.EVAL_SEED_BASE)
             greedy = [
-                evaluation.first_episodes(agent, config, [s], deterministic=True)[0] for s in seeds
+                evaluation.first_episodes(agent, config, [s], deterministic=True, env=one)[0]
+                for s in seeds
             ]
             progress = Progress(len(seeds), desc=f"best of {config.n}", unit="episodes")
             for seed in seeds:
-                best, candidates = best_of_n(agent, config, seed)
+                best, candidates = best_of_n(agent, config, seed, env=copies)
                 kept.append(best)
                 everything += candidates
                 progress.update()

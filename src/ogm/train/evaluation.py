@@ -36,6 +36,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -77,19 +78,30 @@ class StatelessAgent:
 
 
 def first_episodes(
-    agent: Agent, config: CommonConfig, seeds: Sequence[int], *, deterministic: bool
+    agent: Agent,
+    config: CommonConfig,
+    seeds: Sequence[int],
+    *,
+    deterministic: bool,
+    env: gym.vector.VectorEnv | None = None,
 ) -> list[EpisodeResult]:
     """The first episode of each of ``len(seeds)`` copies, copy ``i`` reset with ``seeds[i]``.
 
     The target return of each episode is read from ``agent.targets`` when the agent has
     one (return-conditioned agents), its KL from the initial policy from
     ``agent.kl_to_init`` (agents that measure it), NaN otherwise; both at the episode's
-    last step.
+    last step. ``env``: a vector env of the config's environment with ``len(seeds)``
+    copies (from :func:`make_env`), left open for the next call; by default one is made
+    and closed here. Every copy is reset with its seed, so the episodes are the same.
     """
     n = len(seeds)
     networks = getattr(agent, "networks", tuple)()  # a DT agent's models act without dropout
-    env = make_env(config, n, seed=None)
-    with contextlib.closing(env), evaluating(*networks):
+    own = env is None
+    if env is None:
+        env = make_env(config, n, seed=None)
+    elif env.num_envs != n:
+        raise ValueError(f"first_episodes: {n} seeds for an env of {env.num_envs} copies")
+    with contextlib.closing(env) if own else contextlib.nullcontext(), evaluating(*networks):
         obs, _ = env.reset(seed=[int(s) for s in seeds])
         collector = EpisodeCollector(n, event_names_of(env))
         collector.start(obs)
@@ -119,19 +131,27 @@ def evaluate(
     episodes in each mode, played in waves of up to ``config.num_envs`` copies."""
     n = config.eval_episodes if episodes is None else episodes
     results: dict[str, list[EpisodeResult]] = {}
-    for mode in MODES:
-        results[mode] = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(EVAL_SEED_BASE)
-            while len(results[mode]) < n:
-                start = len(results[mode])
-                seeds = range(start, min(n, start + config.num_envs))
-                results[mode] += first_episodes(
-                    agent,
-                    config,
-                    [EVAL_SEED_BASE + k for k in seeds],
-                    deterministic=mode == "greedy",
-                )
+    envs: dict[int, gym.vector.VectorEnv] = {}  # by number of copies: made once per call
+    with contextlib.ExitStack() as closing:
+        for mode in MODES:
+            results[mode] = []
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(EVAL_SEED_BASE)
+                while len(results[mode]) < n:
+                    start = len(results[mode])
+                    seeds = [
+                        EVAL_SEED_BASE + k for k in range(start, min(n, start + config.num_envs))
+                    ]
+                    if len(seeds) not in envs:
+                        envs[len(seeds)] = make_env(config, len(seeds), seed=None)
+                        closing.callback(envs[len(seeds)].close)
+                    results[mode] += first_episodes(
+                        agent,
+                        config,
+                        seeds,
+                        deterministic=mode == "greedy",
+                        env=envs[len(seeds)],
+                    )
     return results
 
 
