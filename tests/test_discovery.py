@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import optimize
 
 from ogm.analysis import discovery
 from ogm.analysis.report import collect, write_report
@@ -170,25 +171,60 @@ def test_kaplan_meier_medians_and_shares(series):
 
 def test_noiseless_growth_rate_is_the_generating_one(series):
     growth = discovery.series_growth(series["ppo"])
-    assert growth.b == pytest.approx(math.log(2), abs=1e-12)
+    assert growth.b == pytest.approx(math.log(2), abs=1e-9)
     assert growth.a == pytest.approx(math.log(1000), abs=1e-9)
     assert growth.factor == pytest.approx(2.0)
+    assert growth.sigma == pytest.approx(1 / discovery.MAX_TAU)  # no spread: sigma at its floor
     assert growth.low == pytest.approx(growth.b) and growth.high == pytest.approx(growth.b)
     assert (growth.used, growth.censored, growth.depths) == (12, 0, 4)
 
 
-def test_growth_rate_with_censored_runs_counts_them(series):
+def test_growth_rate_with_censored_runs_is_the_maximum_likelihood_one(series):
     growth = discovery.series_growth(series["ogm"])
-    found = [(k, s) for k, steps in DISCOVERY["ogm"].items() for s in steps if s is not None]
-    ks, steps = np.array(found, dtype=float).T
-    slope, intercept = np.polyfit(ks, np.log(steps), 1)
-    assert growth.b == pytest.approx(slope) and growth.a == pytest.approx(intercept)
+    runs = [
+        (k, BUDGET if s is None else s, s is not None)
+        for k, v in DISCOVERY["ogm"].items()
+        for s in v
+    ]
+    ks, times, found = (np.array(c) for c in zip(*runs, strict=True))
+    found = found.astype(bool)
+    logs = np.log(times.astype(float))
+
+    def nll(theta):  # the Weibull AFT likelihood, written independently in (a, b, log sigma)
+        a, b, log_sigma = theta
+        z = (logs - a - b * ks) / math.exp(log_sigma)
+        return np.exp(z).sum() - z[found].sum() + found.sum() * log_sigma
+
+    start = [growth.a + 0.5, growth.b - 0.3, 0.0]
+    other = optimize.minimize(
+        nll, start, method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 20000}
+    )
+    assert [growth.a, growth.b, math.log(growth.sigma)] == pytest.approx(other.x, abs=1e-5)
+    # the censored runs (deep locks not cracked by B) pull b above least squares over the rest
+    least_squares = np.polyfit(ks[found], logs[found], 1)[0]
+    assert growth.b > least_squares + 0.2
     assert (growth.used, growth.censored, growth.depths) == (9, 11, 3)
     assert growth.low <= growth.b <= growth.high
     rows = {row[0]: row for row in discovery.growth_table(list(series.values())).rows}
     assert "GM" not in rows and "gm" not in rows  # no training episodes: no growth rate
-    assert rows["ogm"][3:] == ["9/20", "11", "3"]
-    assert rows["ppo"][1:3] == ["0.69 [0.69, 0.69]", "2.00"]
+    assert rows["ogm"][4:] == ["9/20", "11", "3"]
+    assert rows["ppo"][1:4] == ["0.69 [0.69, 0.69]", "2.00", "0.01"]
+
+
+def test_censored_fit_recovers_the_growth_that_least_squares_underestimates():
+    """Geometric discovery (one try per 10-step episode, success 0.5 * 2^-k), 30 runs per
+    depth, budget 500 steps: 50 of 180 runs censored, mostly at the deep locks. Least
+    squares over the runs that discovered says 0.41; the truth is log 2 = 0.69."""
+    rng = np.random.default_rng(0)
+    ks = np.repeat(np.arange(1, 7), 30).astype(float)
+    steps = rng.geometric(0.5 * 2.0**-ks) * 10.0
+    found = steps <= 500
+    growth = discovery.fit_growth(ks, np.minimum(steps, 500), found)
+    assert (~found).sum() == 50
+    assert growth.b == pytest.approx(math.log(2), abs=0.03)
+    assert growth.low < math.log(2) < growth.high
+    assert growth.sigma == pytest.approx(1.0, abs=0.15)  # geometric ~ exponential: sigma 1
+    assert np.polyfit(ks[found], np.log(steps[found]), 1)[0] < 0.45
 
 
 def test_growth_fit_refuses_bad_input_and_needs_two_depths():
@@ -240,10 +276,10 @@ def test_report_has_the_hack_depth_section_for_a_k_sweep(report):
     assert text is not None
     assert (report.parent / "hack_depth.png").is_file()
     growth = (report.parent / "hack_depth_growth.csv").read_text().splitlines()
-    # OGM: b = 0.79 (numpy's polyfit of the nine discovered runs), exp(b) = 2.19
-    assert growth[1].startswith('OGM,"0.79 [') and growth[1].endswith('",2.19,9/20,11,3')
-    assert growth[2] == 'PPO,"0.69 [0.69, 0.69]",2.00,12/12,0,4'
-    assert "biases b low" in text and "uniform random play" in text
+    # OGM: b = 2.47 with its 11 censored runs (least squares of the nine discovered: 0.79)
+    assert growth[1].startswith('OGM,"2.47 [') and growth[1].endswith('",11.78,1.00,9/20,11,3')
+    assert growth[2] == 'PPO,"0.69 [0.69, 0.69]",2.00,0.01,12/12,0,4'
+    assert "later than B" in text and "uniform random play" in text
     assert (report.parent / "hack_depth.csv").read_text().count("\n") == 1 + 3 * len(DEPTHS)
 
 

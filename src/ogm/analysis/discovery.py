@@ -20,12 +20,16 @@ seeds (None when fewer than half are estimated to have discovered by B), with a 
 percentile-bootstrap interval over seeds from ``MIN_SEEDS_FOR_CI`` seeds on, and the share of
 runs that discovered by B.
 
-Per configuration (``Growth``): least squares of ``log(discovery step) = a + b k`` over the
-runs that discovered, with a 95% bootstrap interval for the growth rate ``b`` (runs resampled
-within each depth). Runs censored at B are left out of the fit, so where some runs did not
-discover, ``b`` is biased low (the deep locks that were not found by B would have taken
-longer): ``Growth.censored`` counts them and the report says so next to every ``b``.
-``exp(b)`` is the factor each added lock multiplies the discovery time by.
+Per configuration (``Growth``): the growth rate ``b`` of discovery time in ``k``, from a
+Weibull accelerated-failure-time model fitted by maximum likelihood over every run, censored
+ones included: ``log T = a + b k + sigma W`` with ``W`` the standard minimum extreme-value
+variable (R's ``survreg`` default). The time to a first success in repeated tries is
+geometric, close to exponential, which is this model with ``sigma = 1``; ``sigma`` is free
+here. A run that did not discover by its budget B enters as "T > B", so deep locks that
+nobody cracked pull ``b`` up as they should, instead of dropping out (least squares over
+the runs that discovered is biased low when some did not). ``b`` needs discoveries at two
+depths at least. Its 95% interval comes from a bootstrap that resamples runs within each
+depth. ``exp(b)`` is the factor each added lock multiplies the discovery time by.
 
 The analytic lines (``analytic_steps``): the expected episodes until the first exploit of
 uniform random play and of the demonstrators' policy (``ogm.envs.hack_depth``, with the
@@ -203,22 +207,85 @@ def depth_series(variants: list[Variant], experiment: dict[str, Any] | None) -> 
 
 @dataclass(frozen=True)
 class Growth:
-    """The fit ``log(discovery step) = a + b k`` over the runs that discovered; ``low`` and
-    ``high`` bound ``b`` (95% bootstrap, runs resampled within each depth). NaN when the
-    runs that discovered span fewer than two depths."""
+    """The censored fit ``log T = a + b k + sigma W`` (module doc); ``low`` and ``high``
+    bound ``b`` (95% bootstrap, runs resampled within each depth). NaN when the runs that
+    discovered span fewer than two depths; ``low`` and ``high`` NaN when more than 2.5% of
+    the resamples do (``unfit``)."""
 
     a: float
     b: float
+    sigma: float
     low: float
     high: float
-    used: int  # runs in the fit (those that discovered)
-    censored: int  # runs left out: not discovered by their budget
-    depths: int  # distinct depths among the runs in the fit
+    used: int  # runs that discovered by their budget
+    censored: int  # runs that did not: in the fit as "later than B"
+    depths: int  # distinct depths with a discovery
+    unfit: float = 0.0  # share of bootstrap resamples with discoveries at one depth only
 
     @property
     def factor(self) -> float:
         """``exp(b)``: how many times longer discovery takes per added lock."""
         return math.exp(self.b)
+
+
+MAX_TAU = 100.0  # 1 / sigma at most: identical discovery steps at every depth send sigma to 0
+
+
+def weibull_fits(
+    ks: np.ndarray, logs: np.ndarray, found: np.ndarray, *, iterations: int = 100
+) -> np.ndarray:
+    """Maximum-likelihood ``(a, b, sigma)`` of the Weibull AFT model for each row of
+    ``ks``, ``logs`` (log discovery steps; log budgets where ``found`` is False) and
+    ``found``, all of shape (rows, runs): one row per fit, so that a bootstrap fits all its
+    resamples at once. Returns an array (rows, 3).
+
+    Newton's method in ``(alpha, beta, tau) = (a, b, 1) / sigma``, where the negative
+    log-likelihood ``sum e^z - sum_found z - n_found log tau`` with
+    ``z = tau log T - alpha - beta k`` is convex (so steps halved until it falls reach the
+    optimum from anywhere); ``tau`` is kept at most ``MAX_TAU``.
+    """
+    x = np.stack([-np.ones_like(ks), -ks, logs], axis=-1)  # dz / d(alpha, beta, tau)
+    n_found = found.sum(axis=1).astype(np.float64)
+    f = found.astype(np.float64)
+
+    def nll(theta: np.ndarray) -> np.ndarray:
+        z = np.einsum("rnj,rj->rn", x, theta)
+        return np.exp(z).sum(1) - (f * z).sum(1) - n_found * np.log(theta[:, 2])
+
+    # start: beta 0, tau 1, alpha at its optimum given those
+    theta = np.zeros((len(ks), 3))
+    theta[:, 2] = 1.0
+    theta[:, 0] = np.log(np.exp(logs).sum(1) / n_found)
+    value = nll(theta)
+    for _ in range(iterations):
+        ez = np.exp(np.einsum("rnj,rj->rn", x, theta))
+        grad = np.einsum("rn,rnj->rj", ez - f, x)
+        grad[:, 2] -= n_found / theta[:, 2]
+        hess = np.einsum("rn,rnj,rnk->rjk", ez, x, x)
+        hess[:, 2, 2] += n_found / theta[:, 2] ** 2
+        step = -np.linalg.solve(hess, grad[..., None])[..., 0]
+        capped = theta[:, 2] + step[:, 2] > MAX_TAU
+        if capped.any():  # tau to the cap, the Newton step of (alpha, beta) given that
+            d_tau = MAX_TAU - theta[capped, 2]
+            rhs = grad[capped, :2] + hess[capped, :2, 2] * d_tau[:, None]
+            step[capped, :2] = -np.linalg.solve(hess[capped, :2, :2], rhs[..., None])[..., 0]
+            step[capped, 2] = d_tau
+        decrement = -(grad * step).sum(1)
+        if decrement.max() < 1e-12:
+            break
+        size = np.ones(len(ks))
+        for _ in range(60):  # halve where the step would raise the loss or make tau <= 0
+            trial = theta + size[:, None] * step
+            ok = trial[:, 2] > 0
+            new = np.where(ok, nll(np.where(ok[:, None], trial, theta)), np.inf)
+            worse = ~(new <= value)
+            if not worse.any():
+                break
+            size[worse] /= 2
+        theta = theta + size[:, None] * step
+        value = nll(theta)
+    tau = theta[:, 2]
+    return np.stack([theta[:, 0] / tau, theta[:, 1] / tau, 1.0 / tau], axis=-1)
 
 
 def _slope(ks: np.ndarray, logs: np.ndarray) -> tuple[float, float]:
@@ -236,8 +303,9 @@ def fit_growth(
     reps: int = BOOTSTRAP_REPS,
     seed: int = 0,
 ) -> Growth:
-    """Fit ``log(time) = a + b k`` to the runs with ``discovered`` set (one entry per run:
-    its depth, its discovery step or budget), with a stratified bootstrap interval for ``b``."""
+    """Fit ``log T = a + b k + sigma W`` to every run (one entry per run: its depth, its
+    discovery step or, where not ``discovered``, its budget), with a stratified bootstrap
+    interval for ``b``."""
     ks = np.asarray(ks, dtype=np.float64)
     times = np.asarray(times, dtype=np.float64)
     discovered = np.asarray(discovered, dtype=bool)
@@ -246,23 +314,29 @@ def fit_growth(
             f"ks, times and discovered need one entry per run, got shapes {ks.shape}, "
             f"{times.shape}, {discovered.shape}"
         )
-    if (times[discovered] <= 0).any():
-        raise ValueError(f"discovery steps must be positive, got {times[discovered]}")
-    used_k, logs = ks[discovered], np.log(times[discovered])
-    depths = np.unique(used_k)
-    censored = int((~discovered).sum())
-    if len(depths) < 2:
+    if (times <= 0).any():
+        raise ValueError(f"discovery steps and budgets must be positive, got {times}")
+    logs = np.log(times)
+    depths = len(np.unique(ks[discovered]))
+    used, censored = int(discovered.sum()), int((~discovered).sum())
+    if depths < 2:
         nan = math.nan
-        return Growth(nan, nan, nan, nan, len(used_k), censored, len(depths))
-    a, b = _slope(used_k, logs)
+        return Growth(nan, nan, nan, nan, nan, used, censored, depths)
+    a, b, sigma = (float(v) for v in weibull_fits(ks[None], logs[None], discovered[None])[0])
     rng = np.random.default_rng(seed)
-    strata = [np.flatnonzero(used_k == k) for k in depths]
-    draws = np.concatenate(
-        [s[rng.integers(0, len(s), size=(reps, len(s)))] for s in strata], axis=1
+    strata = [np.flatnonzero(ks == k) for k in np.unique(ks)]
+    blocks = [s[rng.integers(0, len(s), size=(reps, len(s)))] for s in strata]
+    # a resample needs discoveries at two depths, as the fit does
+    fits = np.stack([discovered[block].any(1) for block in blocks], axis=1).sum(1) >= 2
+    draws = np.concatenate(blocks, axis=1)[fits]
+    slopes = weibull_fits(ks[draws], logs[draws], discovered[draws])[:, 1]
+    unfit = 1.0 - len(slopes) / reps
+    if unfit > 0.025:
+        return Growth(a, b, sigma, math.nan, math.nan, used, censored, depths, unfit)
+    low, high = np.quantile(slopes, [0.025, 0.975])
+    return Growth(
+        a, b, sigma, min(float(low), b), max(float(high), b), used, censored, depths, unfit
     )
-    boot = np.array([_slope(used_k[d], logs[d])[1] for d in draws])
-    low, high = np.quantile(boot, [0.025, 0.975])
-    return Growth(a, b, min(float(low), b), max(float(high), b), len(used_k), censored, len(depths))
 
 
 def series_growth(series: Series) -> Growth:
@@ -347,24 +421,31 @@ def median_text(point: DepthPoint) -> str:
 
 
 def growth_text(growth: Growth) -> str:
-    """``b [95% CI]`` (the interval from ``MIN_SEEDS_FOR_CI`` runs in the fit), or why not."""
+    """``b [95% CI]`` (the interval from ``MIN_SEEDS_FOR_CI`` discoveries on), or why not."""
     if math.isnan(growth.b):
         return f"no fit: discovered at {growth.depths} depth(s), two needed"
     if growth.used < MIN_SEEDS_FOR_CI:
-        return f"{growth.b:.2f} (per-run interval needs {MIN_SEEDS_FOR_CI} runs)"
+        return f"{growth.b:.2f} (an interval needs {MIN_SEEDS_FOR_CI} discoveries)"
+    if math.isnan(growth.low):
+        return (
+            f"{growth.b:.2f} (no interval: {growth.unfit:.0%} of resamples discover at one "
+            "depth only)"
+        )
     return f"{growth.b:.2f} [{growth.low:.2f}, {growth.high:.2f}]"
 
 
 def growth_table(series: list[Series]) -> Table:
     """Per configuration that trains: the growth rate ``b`` with its interval, the factor per
-    lock, and how many runs the fit used and left out as censored."""
+    lock, the Weibull scale ``sigma``, the runs that discovered and those censored at B
+    (both in the fit), and the depths with a discovery."""
     header = [
         "variant",
         "growth rate b (per lock, log steps)",
         "factor per lock exp(b)",
-        "runs in the fit (discovered by B)",
-        "censored (not by B, left out: b biased low)",
-        "depths in the fit",
+        "sigma (1: exponential)",
+        "discovered by B",
+        "censored (in the fit as later than B)",
+        "depths with a discovery",
     ]
     rows = []
     for s in series:
@@ -372,12 +453,14 @@ def growth_table(series: list[Series]) -> Table:
             continue
         growth = series_growth(s)
         factor = "–" if math.isnan(growth.b) else f"{growth.factor:.2f}"
+        sigma = "–" if math.isnan(growth.sigma) else f"{growth.sigma:.2f}"
         total = growth.used + growth.censored
         rows.append(
             [
                 s.label,
                 growth_text(growth),
                 factor,
+                sigma,
                 f"{growth.used}/{total}",
                 str(growth.censored),
                 str(growth.depths),

@@ -661,11 +661,12 @@ def _hack_depth(out: Path, variants: list[Variant], experiment: dict | None) -> 
         f"are spread a little along k. {setup_text(variants)}"
     )
     note = (
-        "Growth rate b: least squares of log(discovery step) = a + b k over the runs that "
-        "discovered, 95% interval from a bootstrap that resamples runs within each depth; "
-        "exp(b) is the factor each added lock multiplies discovery time by. Runs censored at B "
-        "are left out of the fit, which biases b low when some did not discover (deeper locks "
-        "take longer than B): the table counts them."
+        "Growth rate b: maximum likelihood of log(discovery step) = a + b k + sigma W, a "
+        "Weibull accelerated-failure-time model (sigma = 1: exponential waiting times, as for "
+        "repeated tries), over every run: a run that did not discover enters as later than "
+        "B, so locks that nobody cracked count. 95% interval from a bootstrap that resamples "
+        "runs within each depth; exp(b) is the factor each added lock multiplies discovery "
+        "time by."
     )
     return (
         _figure("hack_depth.png", "discovery step against hack depth", caption)
