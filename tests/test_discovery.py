@@ -237,6 +237,16 @@ def test_growth_fit_refuses_bad_input_and_needs_two_depths():
     assert discovery.growth_text(one) == "no fit: discovered at 1 depth(s), two needed"
 
 
+def test_no_interval_when_many_resamples_discover_at_one_depth_only():
+    # one discovery at k = 2 of five runs: a third of the resamples lose it, and the slope
+    ks = np.array([1.0] * 5 + [2.0] * 5)
+    times = np.array([10.0, 12, 14, 16, 18, 30, 100, 100, 100, 100])
+    growth = discovery.fit_growth(ks, times, np.arange(10) < 6)
+    assert math.isfinite(growth.b) and math.isnan(growth.low) and math.isnan(growth.high)
+    assert growth.unfit == pytest.approx((4 / 5) ** 5, abs=0.03)
+    assert discovery.growth_text(growth).endswith("of resamples discover at one depth only)")
+
+
 def test_agents_without_training_episodes_get_their_evaluation_share(series):
     gm = series["gm"]
     assert not gm.trains and gm.points == {}

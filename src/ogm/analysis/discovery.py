@@ -288,13 +288,6 @@ def weibull_fits(
     return np.stack([theta[:, 0] / tau, theta[:, 1] / tau, 1.0 / tau], axis=-1)
 
 
-def _slope(ks: np.ndarray, logs: np.ndarray) -> tuple[float, float]:
-    """Least-squares intercept and slope of ``logs`` on ``ks`` (at least two distinct ks)."""
-    centred = ks - ks.mean()
-    b = float(centred @ (logs - logs.mean()) / (centred @ centred))
-    return float(logs.mean() - b * ks.mean()), b
-
-
 def fit_growth(
     ks: np.ndarray,
     times: np.ndarray,
