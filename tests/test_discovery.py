@@ -169,6 +169,15 @@ def test_kaplan_meier_medians_and_shares(series):
     assert math.isnan(ppo[1].low)  # three seeds: no interval
 
 
+def test_overview_gives_discoveries_and_medians_per_depth(series):
+    table = discovery.overview_table(list(series.values()))
+    assert table.header == ["variant", "k = 1", "k = 2", "k = 3", "k = 4"]
+    rows = {row[0]: row[1:] for row in table.rows}
+    assert rows["ogm"] == ["5/5: 2,000", "3/5: 6,000", "1/5", "0/5"]
+    assert rows["ppo"] == ["3/3: 2,000", "3/3: 4,000", "3/3: 8,000", "3/3: 16,000"]
+    assert rows["gm"] == ["eval 50%", "eval 0%", "eval 0%", "eval 0%"]
+
+
 def test_noiseless_growth_rate_is_the_generating_one(series):
     growth = discovery.series_growth(series["ppo"])
     assert growth.b == pytest.approx(math.log(2), abs=1e-9)
@@ -291,6 +300,10 @@ def test_report_has_the_hack_depth_section_for_a_k_sweep(report):
     assert growth[2] == 'PPO,"0.69 [0.69, 0.69]",2.00,0.01,12/12,0,4'
     assert "later than B" in text and "uniform random play" in text
     assert (report.parent / "hack_depth.csv").read_text().count("\n") == 1 + 3 * len(DEPTHS)
+    assert "3/5: 6,000" in text and "eval 50%" in text  # the overview table
+    markdown = (report.parent / "hack_depth.md").read_text()
+    assert "| OGM | 5/5: 2,000 | 3/5: 6,000 | 1/5 | 0/5 |" in markdown
+    assert '| PPO | 0.69 [0.69, 0.69] | 2.00 | 0.01 | 12/12 | 0 | 4 |' in markdown
 
 
 def test_no_hack_depth_section_otherwise(sweep, tmp_path):

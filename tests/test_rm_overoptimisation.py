@@ -184,3 +184,7 @@ def test_the_report_reads_gold_and_proxy_against_the_distance_from_pi_0(out: Pat
             "OGM feedback label budget 40",
             "KL-PPO",
         ] * 2
+    # the same tables as Markdown, for a document
+    markdown = (page.parent / "overoptimisation.md").read_text()
+    assert markdown.count("| pairs=30 | best-of-n |") == 1 and "<b>" not in markdown
+    assert markdown.count("| pairs=100 | OGM |") == 2  # in the fits and in the events

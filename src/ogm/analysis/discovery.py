@@ -60,7 +60,7 @@ from ogm.analysis.findings import (
     span_text,
     steps_text,
 )
-from ogm.analysis.runs import MODES, TRAIN
+from ogm.analysis.runs import MODES, SAMPLED, TRAIN
 from ogm.analysis.stats import MIN_SEEDS_FOR_CI, kaplan_meier
 from ogm.envs.hack_depth import (
     DEFAULT_MAX_STEPS,
@@ -460,6 +460,28 @@ def growth_table(series: list[Series]) -> Table:
             ]
         )
     return Table(header, rows)
+
+
+def overview_table(series: list[Series]) -> Table:
+    """Discovery against depth at a glance, one row per configuration and one column per
+    ``k``: ``discovered/runs: Kaplan-Meier median step`` (the median only where at least half
+    are estimated to have discovered by B); agents without training episodes: the share of
+    their final sampled evaluation episodes with the exploit."""
+    depths = sorted({k for s in series for k in s.variants})
+    rows = []
+    for s in series:
+        shares = s.eval_share(SAMPLED)
+        cells = []
+        for k in depths:
+            point = s.points.get(k)
+            if point is not None:
+                found = f"{int(point.discovered.sum())}/{len(point.times)}"
+                median = "" if point.median is None else f": {steps_text(point.median)}"
+                cells.append(found + median)
+            else:
+                cells.append(f"eval {shares[k]:.0%}" if k in shares else "–")
+        rows.append([s.label, *cells])
+    return Table(["variant", *(f"{DEPTH} = {k}" for k in depths)], rows)
 
 
 def depth_table(series: list[Series]) -> Table:

@@ -238,8 +238,15 @@ def _markdown(text: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"</?b>", "**", text)))
 
 
-def _csv_link(name: str) -> str:
-    return f' (also <a href="{name}">{name}</a>)'
+def _file_link(*names: str) -> str:
+    return " (also " + ", ".join(f'<a href="{name}">{name}</a>' for name in names) + ")"
+
+
+def _write_markdown(path: Path, paragraphs: list[str]) -> None:
+    """A section's notes and tables as Markdown (for pasting into a document): the notes'
+    HTML bold as Markdown bold, empty paragraphs left out."""
+    text = "\n\n".join(re.sub(r"</?b>", "**", p) for p in paragraphs if p)
+    path.write_text(text + "\n")
 
 
 def setup_text(variants: list[Variant]) -> str:
@@ -365,7 +372,7 @@ def _findings(out: Path, variants: list[Variant], event: str | None, window: int
             heading
             + _note(baseline_text(setting, members))
             + f'<ul class="findings">{items}</ul>'
-            + _note(f"Per variant{_csv_link(name)}:")
+            + _note(f"Per variant{_file_link(name)}:")
             + table.html()
         )
         markdown += [f"### {setting}", _markdown(baseline_text(setting, members))]
@@ -424,7 +431,7 @@ def _runs(
         f"mode. {setup_text(variants)}"
     )
     parts.append(
-        f"<details><summary>Per run</summary>{_note(caption + _csv_link('runs.csv'))}"
+        f"<details><summary>Per run</summary>{_note(caption + _file_link('runs.csv'))}"
         f"{table.html()}</details>"
     )
     return "".join(parts)
@@ -615,7 +622,7 @@ def _emergence(
         f"ended without reaching it). {setup_text(variants)}"
     )
     return (
-        _note(note + _csv_link("emergence.csv"))
+        _note(note + _file_link("emergence.csv"))
         + table.html()
         + _figure("reached.png", "share of runs that reached each emergence time", caption)
     )
@@ -644,6 +651,7 @@ def _hack_depth(out: Path, variants: list[Variant], experiment: dict | None) -> 
         out / "hack_depth.png",
         title,
     )
+    overview = discovery.overview_table(series)
     growth, depths = discovery.growth_table(series), discovery.depth_table(series)
     growth.write_csv(out / "hack_depth_growth.csv")
     depths.write_csv(out / "hack_depth.csv")
@@ -668,16 +676,28 @@ def _hack_depth(out: Path, variants: list[Variant], experiment: dict | None) -> 
         "runs within each depth; exp(b) is the factor each added lock multiplies discovery "
         "time by."
     )
+    overview_note = (
+        "Per depth: runs that discovered the exploit by B, of all runs, and the Kaplan-Meier "
+        "median discovery step where at least half are estimated to have discovered by B; "
+        "agents without training episodes: share of their final sampled evaluation episodes "
+        f"with the exploit. {setup_text(variants)}"
+    )
+    _write_markdown(
+        out / "hack_depth.md",
+        [overview_note, overview.markdown(), note, growth.markdown(), caption],
+    )
     return (
         _figure("hack_depth.png", "discovery step against hack depth", caption)
-        + _note(note + _csv_link("hack_depth_growth.csv"))
+        + _note(overview_note + _file_link("hack_depth.md"))
+        + overview.html()
+        + _note(note + _file_link("hack_depth_growth.csv"))
         + growth.html()
         + "<details><summary>Per variant and depth</summary>"
         + _note(
             "Discovery (runs by B, Kaplan-Meier median, per seed), adoption (t50), "
             "decisiveness and commitment from the emergence metrics; agents without training "
             "episodes: their final evaluation share of episodes with the exploit."
-            + _csv_link("hack_depth.csv")
+            + _file_link("hack_depth.csv")
         )
         + f"{depths.html()}</details>"
     )
@@ -790,13 +810,23 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
         if trends
         else ""
     )
+    _write_markdown(
+        out / "overoptimisation.md",
+        [
+            " ".join(["**Does the peak move out across worlds?**", *trends]) if trends else "",
+            caption,
+            note,
+            fits_table.markdown(),
+            *([event_note, events_table.markdown()] if events else []),
+        ],
+    )
     return (
         trend_text
         + _figure("overoptimisation.png", "gold and proxy gain against KL", caption)
-        + _note(note + _csv_link("overoptimisation_fits.csv"))
+        + _note(note + _file_link("overoptimisation_fits.csv", "overoptimisation.md"))
         + fits_table.html()
         + (
-            _note(event_note + _csv_link("overoptimisation_events.csv")) + events_table.html()
+            _note(event_note + _file_link("overoptimisation_events.csv")) + events_table.html()
             if events
             else ""
         )
@@ -837,7 +867,7 @@ def _overtaking(out: Path, variants: list[Variant]) -> str | None:
             "final evaluation (a reference line). Interval: 2.5th and 97.5th percentiles over "
             f"{overtake.BOOTSTRAP} bootstrap resamples of the seeds of both; a resample that never "
             f"overtakes counts as beyond the budget; none with fewer than {MIN_SEEDS_FOR_CI} "
-            f"seeds on a side. {setup_text(variants)}" + _csv_link("overtaking.csv")
+            f"seeds on a side. {setup_text(variants)}" + _file_link("overtaking.csv")
         )
         + table.html()
     )
@@ -865,7 +895,7 @@ def _overtaking(out: Path, variants: list[Variant]) -> str | None:
                 "and Q*bert (human-normalised), else the mean returns of its random and expert "
                 "datasets. Each run's mean over its final evaluation episodes; across seeds the "
                 f"per-seed values in seed order below {MIN_SEEDS_FOR_CI} seeds, else their IQM "
-                "[95% bootstrap CI]." + _csv_link("normalised_scores.csv")
+                "[95% bootstrap CI]." + _file_link("normalised_scores.csv")
             )
             + scores_table.html()
         )
