@@ -242,11 +242,11 @@ def _file_link(*names: str) -> str:
     return " (also " + ", ".join(f'<a href="{name}">{name}</a>' for name in names) + ")"
 
 
-def _write_markdown(path: Path, paragraphs: list[str]) -> None:
-    """A section's notes and tables as Markdown (for pasting into a document): the notes'
-    HTML bold as Markdown bold, empty paragraphs left out."""
-    text = "\n\n".join(re.sub(r"</?b>", "**", p) for p in paragraphs if p)
-    path.write_text(text + "\n")
+def _write_markdown(path: Path, blocks: list[str | Table]) -> None:
+    """A section as Markdown, for pasting into a document: its notes (HTML, converted by
+    ``_markdown``) and tables in order, empty notes left out."""
+    parts = [b.markdown() if isinstance(b, Table) else _markdown(b) for b in blocks]
+    path.write_text("\n\n".join(p for p in parts if p) + "\n")
 
 
 def setup_text(variants: list[Variant]) -> str:
@@ -682,10 +682,7 @@ def _hack_depth(out: Path, variants: list[Variant], experiment: dict | None) -> 
         "agents without training episodes: share of their final sampled evaluation episodes "
         f"with the exploit. {setup_text(variants)}"
     )
-    _write_markdown(
-        out / "hack_depth.md",
-        [overview_note, overview.markdown(), note, growth.markdown(), caption],
-    )
+    _write_markdown(out / "hack_depth.md", [overview_note, overview, note, growth, caption])
     return (
         _figure("hack_depth.png", "discovery step against hack depth", caption)
         + _note(overview_note + _file_link("hack_depth.md"))
@@ -812,13 +809,7 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
     )
     _write_markdown(
         out / "overoptimisation.md",
-        [
-            " ".join(["**Does the peak move out across worlds?**", *trends]) if trends else "",
-            caption,
-            note,
-            fits_table.markdown(),
-            *([event_note, events_table.markdown()] if events else []),
-        ],
+        [trend_text, caption, note, fits_table, *([event_note, events_table] if events else [])],
     )
     return (
         trend_text
