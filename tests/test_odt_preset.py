@@ -226,11 +226,13 @@ def pendulum_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_preset_runs_through_lamb_and_continues_the_pretraining_warm_up(
     pendulum_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    steps: list[tuple[int, float]] = []  # (optimiser, learning rate) of every LAMB step
+    # (optimiser, learning rate) of every LAMB step; holding the optimiser itself keeps the
+    # first one alive, so the second cannot reuse its id()
+    steps: list[tuple[Lamb, float]] = []
     step = Lamb.step
 
     def recorded(self: Lamb, closure: Callable[[], float] | None = None) -> float | None:
-        steps.append((id(self), self.param_groups[0]["lr"]))
+        steps.append((self, self.param_groups[0]["lr"]))
         return step(self, closure)
 
     monkeypatch.setattr(Lamb, "step", recorded)
@@ -263,7 +265,7 @@ def test_preset_runs_through_lamb_and_continues_the_pretraining_warm_up(
 
     # two LAMB optimisers, pretraining's then the online phase's: every update used LAMB
     total = OFFLINE_UPDATES + ROUNDS * UPDATES_PER_ROUND
-    assert len(steps) == total and len({owner for owner, _ in steps}) == 2
+    assert len(steps) == total and len({id(owner) for owner, _ in steps}) == 2
     # one warm-up over both phases: update k runs at lr * (k + 1) / warm-up, the online
     # phase's first update at step OFFLINE_UPDATES (a fresh schedule would restart at 1)
     lr = 1e-4
