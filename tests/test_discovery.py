@@ -303,7 +303,7 @@ def test_report_has_the_hack_depth_section_for_a_k_sweep(report):
     assert "3/5: 6,000" in text and "eval 50%" in text  # the overview table
     markdown = (report.parent / "hack_depth.md").read_text()
     assert "| OGM | 5/5: 2,000 | 3/5: 6,000 | 1/5 | 0/5 |" in markdown
-    assert '| PPO | 0.69 [0.69, 0.69] | 2.00 | 0.01 | 12/12 | 0 | 4 |' in markdown
+    assert "| PPO | 0.69 [0.69, 0.69] | 2.00 | 0.01 | 12/12 | 0 | 4 |" in markdown
 
 
 def test_no_hack_depth_section_otherwise(sweep, tmp_path):

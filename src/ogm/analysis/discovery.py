@@ -118,6 +118,11 @@ class DepthPoint:
         """Runs that did not discover the exploit by their budget."""
         return int((~self.discovered).sum())
 
+    @property
+    def tally(self) -> str:
+        """``discovered/runs``, as the tables show it: ``3/10``."""
+        return f"{int(self.discovered.sum())}/{len(self.times)}"
+
 
 def km_median(times: np.ndarray, discovered: np.ndarray) -> float | None:
     """Kaplan-Meier median of discovery steps censored at the budget (None: undefined)."""
@@ -475,9 +480,8 @@ def overview_table(series: list[Series]) -> Table:
         for k in depths:
             point = s.points.get(k)
             if point is not None:
-                found = f"{int(point.discovered.sum())}/{len(point.times)}"
                 median = "" if point.median is None else f": {steps_text(point.median)}"
-                cells.append(found + median)
+                cells.append(point.tally + median)
             else:
                 cells.append(f"eval {shares[k]:.0%}" if k in shares else "–")
         rows.append([s.label, *cells])
@@ -512,7 +516,7 @@ def depth_table(series: list[Series]) -> Table:
             if point is None:
                 row += [variant.no_emergence()] * 6
             else:
-                row += [f"{int(point.discovered.sum())}/{len(point.times)}", median_text(point)]
+                row += [point.tally, median_text(point)]
                 row += [describe_time(metrics, key) for key in ("onset", "t50", "decisiveness")]
                 row += [describe_values([m.commitment for m in metrics])]
             row += final_cells(variant, "event_share")
