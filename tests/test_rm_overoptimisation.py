@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from ogm.envs.reward_model import best_of_n_kl, load_reward_model
+from ogm.envs.sequence import LENGTH
 from ogm.experiments.runner import run_experiment
 from ogm.experiments.spec import parse_experiment
 
@@ -37,21 +39,48 @@ SMOKE = [
 ]
 
 
+FEEDBACK_SWEEP = re.compile(r'^sweep = \[\n(  \{ "online\.feedback\..*\},\n)+\]$', re.MULTILINE)
+FEEDBACK = "ogm_feedback__label_budget=40__labels_per_round=16"
+
+
+def builtin_text() -> str:
+    return (resources.files("ogm.experiments") / "builtin" / "rm-overoptimisation.toml").read_text()
+
+
 def smoke_text() -> str:
     """The built-in file with one variant per agent kind (the sweeps narrowed)."""
-    text = (resources.files("ogm.experiments") / "builtin" / "rm-overoptimisation.toml").read_text()
+    text = builtin_text()
     lines = [
         line
         for line in text.splitlines()
         if not line.startswith('sweep = { "online.strategy"')
         and not line.startswith("sweep = { beta")
     ]
-    text = (
-        "\n".join(lines)
-        .replace("sweep = { n = [1, 4, 16, 64, 256, 1024] }", "sweep = { n = [1, 4] }")
-        .replace('label_budget" = [256, 1024, 4000]', 'label_budget" = [40]')
+    text = "\n".join(lines).replace(
+        "sweep = { n = [1, 4, 16, 64, 256, 1024] }", "sweep = { n = [1, 4] }"
     )
+    text, found = FEEDBACK_SWEEP.subn(
+        'sweep = { "online.feedback.label_budget" = [40], "online.feedback.labels_per_round" = [16] }',
+        text,
+    )
+    assert found == 1, "the feedback sweep of the built-in file has moved"
     return text + "\n"
+
+
+def test_every_feedback_budget_is_spent_within_the_full_size_run() -> None:
+    """A label budget above labels_per_round x rounds is never spent, and two such variants
+    are the same run: each built-in budget must be reached, and they must differ."""
+    spec = parse_experiment(builtin_text())
+    (agent,) = [a for a in spec.agents if a.name == "ogm_feedback"]
+    online = spec.budgets["odt"]["online"]
+    rounds = math.ceil(online["total_timesteps"] / (online["episodes_per_round"] * LENGTH))
+    spent = []
+    for point in agent.points():
+        budget = point["online.feedback.label_budget"]
+        per_round = point["online.feedback.labels_per_round"]
+        assert budget <= per_round * rounds, point
+        spent.append(min(budget, per_round * rounds))
+    assert len(set(spent)) == len(spent) == 3, spent
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +114,7 @@ def test_one_world_and_one_reward_model_per_n(out: Path) -> None:
             "gm",
             "kl_ppo",
             "ogm",
-            "ogm_feedback__label_budget=40",
+            FEEDBACK,
             "ppo",
         ]
     models = sorted((out / "cache" / "reward_models").iterdir())
@@ -162,7 +191,7 @@ def test_the_report_reads_gold_and_proxy_against_the_distance_from_pi_0(out: Pat
         assert kl_ppo.start == pytest.approx(tuple(np.mean(levels, axis=0)))
     assert not any("/ppo" in name or "/gm" in name for name in curves)  # no pi_0 / no move
     for pairs in (30, 100):  # OGM with feedback: 16 labels a round until its 40 are spent
-        run = out / "out" / f"pairs={pairs}" / "ogm_feedback__label_budget=40" / "seed_0"
+        run = out / "out" / f"pairs={pairs}" / FEEDBACK / "seed_0"
         with (run / "rounds.csv").open() as handle:
             labels = [r["feedback_labels"] for r in csv.DictReader(handle)][1:]
         assert labels[:3] == ["16.0", "32.0", "40.0"] and set(labels[3:]) == {"40.0"}
@@ -175,13 +204,13 @@ def test_the_report_reads_gold_and_proxy_against_the_distance_from_pi_0(out: Pat
     assert [(r["world"], r["agent"]) for r in fits] == [
         (w, a)
         for w in ("pairs=30", "pairs=100")
-        for a in ("best-of-n", "OGM", "OGM feedback label budget 40", "KL-PPO")
+        for a in ("best-of-n", "OGM", "OGM feedback label budget 40, labels per round 16", "KL-PPO")
     ]
     assert {r["seeds / points"] for r in fits if r["agent"] == "best-of-n"} == {"1 / 2"}
     with (page.parent / "overoptimisation_events.csv").open() as handle:
         assert [r["agent"] for r in csv.DictReader(handle)] == [
             "OGM",
-            "OGM feedback label budget 40",
+            "OGM feedback label budget 40, labels per round 16",
             "KL-PPO",
         ] * 2
     # the same tables as Markdown, for a document

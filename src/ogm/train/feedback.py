@@ -57,7 +57,9 @@ class FeedbackSection(BaseModel):
 
     model_config = STRICT
 
-    label_budget: int = Field(gt=0, le=MAX_EPISODES)  # gold labels in all
+    # gold labels in all; a run spends at most labels_per_round x its rounds, so a larger
+    # budget is the same run as that one
+    label_budget: int = Field(gt=0, le=MAX_EPISODES)
     labels_per_round: int = Field(gt=0, le=MAX_EPISODES)
     rm_steps: int = Field(100, gt=0, le=MAX_UPDATES)  # Adam steps after each round's labels
     rm_batch_size: int = Field(64, gt=0, le=MAX_BATCH)
