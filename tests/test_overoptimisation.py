@@ -94,6 +94,33 @@ def test_overoptimisation_onset_is_where_gold_falls_while_proxy_holds():
     assert rising.onset is None and rising.peak == 10_000 and rising.past_peak == 0
 
 
+def test_an_onset_needs_a_fall_larger_than_the_evaluation_noise():
+    """A gain within noise makes 10% of it tiny: with each point's standard error, the fall
+    must also exceed twice the standard error of the difference of the two means."""
+    clock = np.arange(0, 5) * 1000.0
+    proxy = np.linspace(0.0, 4.0, 5)
+    gold = np.array([0.0, 0.01, 0.0, -0.02, -0.2])  # a noise-sized peak, then a real fall
+    assert overoptimisation(clock, proxy, gold).onset == 2000  # 10% of a 0.01 gain
+    se = np.full(5, 0.025)  # e.g. a spread of 0.2 over 64 episodes
+    event = overoptimisation(clock, proxy, gold, gold_se=se)
+    # 2 * sqrt(2) * 0.025 = 0.071: the fall of 0.03 at 3,000 is noise, 0.21 at 4,000 is not
+    assert event.peak == 1000 and event.onset == 4000 and event.width == 3000
+    with pytest.raises(ValueError, match="standard error"):
+        overoptimisation(clock, proxy, gold, gold_se=-se)
+
+
+def test_a_peak_below_the_smallest_measured_distance_is_not_compared():
+    """The RL form rises with infinite slope at 0: a fit whose gold falls over all the
+    measured d peaks between 0 and the first d, where the form is known not to hold."""
+    d = np.array([0.0, 0.4, 0.6, 0.8, 1.0])
+    falling = fit_gao("rl", d, gao_gain("rl", d, -0.06, 0.04))  # as OGM's fits at N = 30
+    assert falling.d_peak == pytest.approx(math.exp(-0.06 / 0.04 - 1))  # 0.08
+    low = FamilyFit("N=30", "OGM", falling, 1.0, d_first=0.4)
+    (line,) = peak_trends([low, FamilyFit("N=300", "OGM", _fit_at("N=300", 0.5, 1.0).fit, 1.0)])
+    assert f"N=30: peak {falling.d_peak:.2f} below the smallest d measured (0.40)" in line
+    assert line.endswith("fewer than two peaks within the d measured, nothing to compare.")
+
+
 def test_bad_input_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="form must be one of"):
         fit_gao("ppo", np.ones(3), np.ones(3))

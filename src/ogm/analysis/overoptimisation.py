@@ -17,9 +17,10 @@ and the share of variance explained.
 :func:`overoptimisation` reads one run's evaluation curve as an emergence event, on
 whatever clock it is given (environment steps, or ``d``): the point where the gold reward
 peaks, the *onset* (the first later point where the gold has fallen from its peak by a
-set share of its gain over the start while the proxy is still at or above its value at the
-gold peak: the proxy says "better" while the gold says "worse"), the *width* (onset minus
-peak) and how far past the peak the run went.
+set share of its gain over the start, and by more than the two points' evaluation noise,
+while the proxy is still at or above its value at the gold peak: the proxy says "better"
+while the gold says "worse"), the *width* (onset minus peak) and how far past the peak the
+run went.
 
 The second half reads runs back (``ogm run rm-overoptimisation``, or any runs directory
 whose agents log ``kl_to_init``). Per *world* (a point of the experiment's environment
@@ -43,6 +44,7 @@ points along training. The bootstrap resamples seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections.abc import Sequence
@@ -204,25 +206,39 @@ class Overoptimisation:
 
 
 def overoptimisation(
-    clock: np.ndarray, proxy: np.ndarray, gold: np.ndarray, *, drop: float = 0.1
+    clock: np.ndarray,
+    proxy: np.ndarray,
+    gold: np.ndarray,
+    *,
+    drop: float = 0.1,
+    gold_se: np.ndarray | None = None,
+    z: float = 2.0,
 ) -> Overoptimisation:
     """Over-optimisation along one run's evaluation points (sorted by ``clock``).
 
     The onset is the first point after the gold's peak at which the gold has fallen by at
-    least ``drop`` times the peak's gain over the first point (or by ``drop`` in absolute
-    terms when there was no gain), while the proxy is at or above its value at the peak.
+    least ``drop`` times the peak's gain over the first point and, given the standard error
+    of each point's gold mean (``gold_se``), by at least ``z`` standard errors of the
+    difference between the peak's mean and this point's, while the proxy is at or above
+    its value at the peak. Without a gain and without standard errors, the fall must be
+    ``drop`` in absolute terms.
     """
     clock, proxy, gold = (np.asarray(x, float) for x in (clock, proxy, gold))
     if not (clock.shape == proxy.shape == gold.shape) or clock.ndim != 1 or len(clock) == 0:
         raise ValueError("clock, proxy and gold must be 1-D arrays of one non-zero length")
     if np.any(np.diff(clock) < 0):
         raise ValueError("clock must be sorted")
+    se = np.zeros_like(gold) if gold_se is None else np.asarray(gold_se, float)
+    if se.shape != gold.shape or np.any(~(se >= 0)):
+        raise ValueError("gold_se must be one standard error >= 0 per point")
     top = int(np.argmax(gold))
     gain = float(gold[top] - gold[0])
-    threshold = drop * gain if gain > 0 else drop
+    noise = z * np.sqrt(se[top] ** 2 + se**2)  # the smallest fall the evaluation can tell
+    threshold = np.maximum(drop * max(gain, 0.0), noise)
+    threshold[threshold == 0] = drop
     onset = None
     for i in range(top + 1, len(clock)):
-        if gold[top] - gold[i] >= threshold and proxy[i] >= proxy[top]:
+        if gold[top] - gold[i] >= threshold[i] and proxy[i] >= proxy[top]:
             onset = float(clock[i])
             break
     return Overoptimisation(
@@ -245,13 +261,15 @@ FORM_OF_KIND: dict[str, Form] = {BEST_OF_N: "bon", **{kind: "rl" for kind in TRA
 
 @dataclass(frozen=True)
 class KLPoint:
-    """One sampled evaluation point: its clock, ``d = sqrt(mean KL(pi || pi_0))`` and the
-    means of the proxy (observed return) and the gold (hidden performance)."""
+    """One sampled evaluation point: its clock, ``d = sqrt(mean KL(pi || pi_0))``, the
+    means of the proxy (observed return) and the gold (hidden performance), and the standard
+    error of the gold's mean over the point's episodes."""
 
     env_steps: float
     d: float
     proxy: float
     gold: float
+    gold_se: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -269,7 +287,9 @@ class KLCurve:
         if self.start is None:
             return []
         proxy, gold = self.start
-        return [KLPoint(p.env_steps, p.d, p.proxy - proxy, p.gold - gold) for p in self.points]
+        return [
+            dataclasses.replace(p, proxy=p.proxy - proxy, gold=p.gold - gold) for p in self.points
+        ]
 
 
 def kl_points(run: Run) -> list[KLPoint]:
@@ -280,14 +300,15 @@ def kl_points(run: Run) -> list[KLPoint]:
     points = []
     for r in np.unique(rows["round"]):
         at = rows["round"] == r
-        kl = rows["kl_to_init"][at]
+        kl, gold = rows["kl_to_init"][at], rows["performance"][at]
         if len(kl) and np.all(np.isfinite(kl)):
             points.append(
                 KLPoint(
                     float(rows["env_steps"][at].max()),
                     math.sqrt(max(float(kl.mean()), 0.0)),
                     float(rows["return"][at].mean()),
-                    float(rows["performance"][at].mean()),
+                    float(gold.mean()),
+                    float(gold.std(ddof=1) / math.sqrt(len(gold))) if len(gold) > 1 else 0.0,
                 )
             )
     return sorted(points, key=lambda p: p.env_steps)
@@ -348,6 +369,7 @@ class FamilyFit:
     fit: GaoFit | None  # None: fewer than two points with known gains
     d_reached: float  # the largest d of any of its points
     reason: str = ""  # why there is no fit
+    d_first: float = 0.0  # the smallest d > 0 of its points: below it the fit extrapolates
 
 
 def _fit(form: Form, curves: Sequence[KLCurve], seed: int) -> GaoFit | None:
@@ -357,6 +379,10 @@ def _fit(form: Form, curves: Sequence[KLCurve], seed: int) -> GaoFit | None:
     d = np.array([p.d for _, p in points])
     gain = np.array([p.gold for _, p in points])
     return fit_gao(form, d, gain, np.array([s for s, _ in points]), resamples=1000, seed=seed)
+
+
+def _first_d(curves: Sequence[KLCurve]) -> float:
+    return min((p.d for c in curves for p in c.points if p.d > 0), default=0.0)
 
 
 def family_fits(
@@ -369,7 +395,11 @@ def family_fits(
     if bon:
         out.append(
             FamilyFit(
-                world, "best-of-n", _fit("bon", bon, 0), max(p.d for c in bon for p in c.points)
+                world,
+                "best-of-n",
+                _fit("bon", bon, 0),
+                max(p.d for c in bon for p in c.points),
+                d_first=_first_d(bon),
             )
         )
     for name, runs in curves.items():
@@ -381,7 +411,7 @@ def family_fits(
         if known and fit is None:
             reason = "fewer than two distances"
         d_reached = max(p.d for c in runs for p in c.points)
-        out.append(FamilyFit(world, labels.get(name, name), fit, d_reached, reason))
+        out.append(FamilyFit(world, labels.get(name, name), fit, d_reached, reason, _first_d(runs)))
     return out
 
 
@@ -400,7 +430,8 @@ def run_events(
         clock = np.array([p.env_steps for p in points])
         proxy = np.array([p.proxy for p in points])
         gold = np.array([p.gold for p in points])
-        events.append((curve, overoptimisation(clock, proxy, gold, drop=drop)))
+        se = np.array([p.gold_se for p in points])
+        events.append((curve, overoptimisation(clock, proxy, gold, drop=drop, gold_se=se)))
     return events
 
 
@@ -412,15 +443,17 @@ def _interval(value: float, ci: tuple[float, float] | None, digits: int = 2) -> 
     return f"{text} [{low}, {high}]"
 
 
+def _measured(f: FamilyFit) -> str:
+    return f"{f.d_first:.2f} to {f.d_reached:.2f}"
+
+
 def fits_table(fits: Sequence[FamilyFit]) -> Table:
     """The fitted Gao coefficients per world and family (95% bootstrap intervals over seeds)."""
     rows = []
     for f in fits:
         g = f.fit
         if g is None:
-            rows.append(
-                [f.world, f.name, "", "", "", "", "", "", "", f"{f.d_reached:.2f}", f.reason]
-            )
+            rows.append([f.world, f.name, "", "", "", "", "", "", "", _measured(f), f.reason])
             continue
         rows.append(
             [
@@ -433,7 +466,7 @@ def fits_table(fits: Sequence[FamilyFit]) -> Table:
                 f"{g.r2:.2f}",
                 _interval(g.d_peak, g.d_peak_ci),
                 "∞" if math.isinf(g.gain_peak) else f"{g.gain_peak:.3f}",
-                f"{f.d_reached:.2f}",
+                _measured(f),
                 "",
             ]
         )
@@ -447,7 +480,7 @@ def fits_table(fits: Sequence[FamilyFit]) -> Table:
         "R²",
         "peak d* [95% CI]",
         "gold gain at d*",
-        "largest d reached",
+        "d measured (> 0)",
         "no fit because",
     ]
     return Table(header, rows, keys=2)
@@ -500,8 +533,9 @@ EVENT_HEADER = [
 def peak_trends(fits: Sequence[FamilyFit]) -> list[str]:
     """One sentence per agent fitted in at least two worlds: its peak d* in each, in the
     order of the worlds (the environment sweep's), and whether it moves out along them.
-    Only peaks inside the range of d the agent reached are compared: a fitted peak beyond it
-    (or none, d* infinite) is an extrapolation."""
+    Only peaks inside the range of d the agent was measured at are compared: a fitted peak
+    beyond the largest d (or none, d* infinite) is an extrapolation, and so is one below the
+    smallest d > 0, where the RL form is known not to hold (module doc)."""
     by_name: dict[str, list[FamilyFit]] = {}
     for f in fits:
         by_name.setdefault(f.name, []).append(f)
@@ -513,14 +547,19 @@ def peak_trends(fits: Sequence[FamilyFit]) -> list[str]:
         for f in found:
             if f.fit is None:
                 parts.append(f"{f.world}: no fit")
-            elif f.fit.d_peak <= f.d_reached:
+            elif f.d_first <= f.fit.d_peak <= f.d_reached:
                 parts.append(f"{f.world}: {_interval(f.fit.d_peak, f.fit.d_peak_ci)}")
                 seen.append(f.fit.d_peak)
+            elif f.fit.d_peak < f.d_first:
+                parts.append(
+                    f"{f.world}: peak {f.fit.d_peak:.2f} below the smallest d measured "
+                    f"({f.d_first:.2f}): the fit has the gold falling from there on"
+                )
             else:
                 parts.append(f"{f.world}: no peak within the d reached (up to {f.d_reached:.2f})")
         steps = np.diff(seen)
         if len(seen) < 2:
-            trend = "fewer than two peaks within reach, nothing to compare"
+            trend = "fewer than two peaks within the d measured, nothing to compare"
         elif np.all(steps > 0):
             trend = "it moves out at every step"
         elif np.all(steps < 0):

@@ -790,14 +790,16 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
         "Fits: least squares through the origin of the gold gain on every point of every seed, "
         "95% percentile-bootstrap intervals that resample seeds (1,000 resamples); R² is the "
         "share of the gains' variance the form explains; d* the fitted peak (∞: the fit never "
-        "turns down within any d)."
+        "turns down within any d; a d* below the smallest d measured lies where the RL form "
+        "is known not to hold, and is not compared across worlds)."
     )
     event_note = (
         "Over-optimisation as an event (sampled evaluation points on the environment-step "
         "clock, from pi_0's level at step 0): the gold's peak, and the <b>onset</b>, the first "
-        "later point where the gold has fallen by 10% of its gain at the peak while the proxy "
-        "is at or above its value there. Medians over the runs (onset and width: over the runs "
-        "with an onset)."
+        "later point where the gold has fallen by 10% of its gain at the peak, and by at least "
+        "twice the standard error of the difference between the two points' means (their "
+        "episodes' spread), while the proxy is at or above its value there. Medians over the "
+        "runs (onset and width: over the runs with an onset)."
     )
     trends = overopt.peak_trends(fits)
     trend_text = (
