@@ -175,6 +175,7 @@ def test_the_report_reads_gold_and_proxy_against_the_distance_from_pi_0(out: Pat
 
     variants, _, _ = collect(out / "out")
     curves = overopt.kl_curves(variants)
+    starts = {}  # pi_0's gold per world and fitted agent, as the fits table gives it
     for pairs in (30, 100):
         world = f"pairs={pairs}"
         levels = []
@@ -189,6 +190,9 @@ def test_the_report_reads_gold_and_proxy_against_the_distance_from_pi_0(out: Pat
         assert ogm.points[0].d == 0.0 and ogm.start == (ogm.points[0].proxy, ogm.points[0].gold)
         (kl_ppo,) = curves[f"{world}/kl_ppo"]
         assert kl_ppo.start == pytest.approx(tuple(np.mean(levels, axis=0)))
+        bon_gold = float(np.mean([gold for _, gold in levels]))
+        starts |= {(world, "best-of-n"): bon_gold, (world, "KL-PPO"): bon_gold}
+        starts[(world, "OGM")] = ogm.start[1]
     assert not any("/ppo" in name or "/gm" in name for name in curves)  # no pi_0 / no move
     for pairs in (30, 100):  # OGM with feedback: 16 labels a round until its 40 are spent
         run = out / "out" / f"pairs={pairs}" / FEEDBACK / "seed_0"
@@ -207,6 +211,9 @@ def test_the_report_reads_gold_and_proxy_against_the_distance_from_pi_0(out: Pat
         for a in ("best-of-n", "OGM", "OGM feedback label budget 40, labels per round 16", "KL-PPO")
     ]
     assert {r["seeds / points"] for r in fits if r["agent"] == "best-of-n"} == {"1 / 2"}
+    for (world, agent), gold in starts.items():  # the level every gain of the fit is over
+        (row,) = [r for r in fits if (r["world"], r["agent"]) == (world, agent)]
+        assert row["pi_0's gold"] == f"{gold:.3f}"
     with (page.parent / "overoptimisation_events.csv").open() as handle:
         assert [r["agent"] for r in csv.DictReader(handle)] == [
             "OGM",

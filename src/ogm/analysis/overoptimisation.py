@@ -370,6 +370,7 @@ class FamilyFit:
     d_reached: float  # the largest d of any of its points
     reason: str = ""  # why there is no fit
     d_first: float = 0.0  # the smallest d > 0 of its points: below it the fit extrapolates
+    start_gold: float = math.nan  # pi_0's gold as the agent conditions it: the gains' zero
 
 
 def _fit(form: Form, curves: Sequence[KLCurve], seed: int) -> GaoFit | None:
@@ -383,6 +384,11 @@ def _fit(form: Form, curves: Sequence[KLCurve], seed: int) -> GaoFit | None:
 
 def _first_d(curves: Sequence[KLCurve]) -> float:
     return min((p.d for c in curves for p in c.points if p.d > 0), default=0.0)
+
+
+def _start_gold(curves: Sequence[KLCurve]) -> float:
+    levels = [c.start[1] for c in curves if c.start is not None]
+    return float(np.mean(levels)) if levels else math.nan
 
 
 def family_fits(
@@ -400,6 +406,7 @@ def family_fits(
                 _fit("bon", bon, 0),
                 max(p.d for c in bon for p in c.points),
                 d_first=_first_d(bon),
+                start_gold=_start_gold(bon),
             )
         )
     for name, runs in curves.items():
@@ -411,7 +418,10 @@ def family_fits(
         if known and fit is None:
             reason = "fewer than two distances"
         d_reached = max(p.d for c in runs for p in c.points)
-        out.append(FamilyFit(world, labels.get(name, name), fit, d_reached, reason, _first_d(runs)))
+        name_ = labels.get(name, name)
+        out.append(
+            FamilyFit(world, name_, fit, d_reached, reason, _first_d(runs), _start_gold(known))
+        )
     return out
 
 
@@ -443,6 +453,10 @@ def _interval(value: float, ci: tuple[float, float] | None, digits: int = 2) -> 
     return f"{text} [{low}, {high}]"
 
 
+def _gold(f: FamilyFit) -> str:
+    return "" if math.isnan(f.start_gold) else f"{f.start_gold:.3f}"
+
+
 def _measured(f: FamilyFit) -> str:
     return f"{f.d_first:.2f} to {f.d_reached:.2f}"
 
@@ -453,12 +467,15 @@ def fits_table(fits: Sequence[FamilyFit]) -> Table:
     for f in fits:
         g = f.fit
         if g is None:
-            rows.append([f.world, f.name, "", "", "", "", "", "", "", _measured(f), f.reason])
+            rows.append(
+                [f.world, f.name, _gold(f), "", "", "", "", "", "", "", _measured(f), f.reason]
+            )
             continue
         rows.append(
             [
                 f.world,
                 f.name,
+                _gold(f),
                 "best-of-n" if g.form == "bon" else "RL",
                 f"{g.runs} / {g.points}",
                 _interval(g.alpha, g.alpha_ci),
@@ -473,6 +490,7 @@ def fits_table(fits: Sequence[FamilyFit]) -> Table:
     header = [
         "world",
         "agent",
+        "pi_0's gold",
         "form",
         "seeds / points",
         "alpha [95% CI]",

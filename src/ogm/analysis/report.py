@@ -788,6 +788,9 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
     )
     note = (
         "Fits: least squares through the origin of the gold gain on every point of every seed, "
+        "over pi_0's gold as the agent conditions it (its mean over seeds in the table: "
+        "agents that condition pi_0 differently start from different levels, so equal gains "
+        "are not equal golds); "
         "95% percentile-bootstrap intervals that resample seeds (1,000 resamples); R² is the "
         "share of the gains' variance the form explains; d* the fitted peak (∞: the fit never "
         "turns down within any d; a d* below the smallest d measured lies where the RL form "
