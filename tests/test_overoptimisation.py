@@ -10,9 +10,11 @@ import pytest
 
 from ogm.analysis.overoptimisation import (
     FamilyFit,
+    GaoFit,
     KLCurve,
     KLPoint,
     fit_gao,
+    fits_table,
     gao_gain,
     gao_peak,
     overoptimisation,
@@ -119,6 +121,14 @@ def test_a_peak_below_the_smallest_measured_distance_is_not_compared():
     (line,) = peak_trends([low, FamilyFit("N=300", "OGM", _fit_at("N=300", 0.5, 1.0).fit, 1.0)])
     assert f"N=30: peak {falling.d_peak:.2f} below the smallest d measured (0.40)" in line
     assert line.endswith("fewer than two peaks within the d measured, nothing to compare.")
+
+
+def test_the_fits_table_gives_the_start_the_range_of_d_and_far_peaks_in_powers_of_ten():
+    far = GaoFit("rl", 0.06, 0.01, 0.5, 0.01, 80, 10, (0.05, 0.07), (0.0, 0.02), (4.88, 1.84e10))
+    row = fits_table([FamilyFit("N=30", "KL-PPO", far, 2.83, d_first=0.57, start_gold=0.2)]).rows[0]
+    assert row[2] == "0.200" and row[-2] == "0.57 to 2.83"
+    assert row[8] == "148.41 [4.88, 1.84e+10]"  # d* = exp(0.06 / 0.01 - 1)
+    assert row[9] == f"{0.01 * math.exp(5):.3f}"  # the gain at d*: beta d*
 
 
 def test_bad_input_is_refused_with_the_reason():

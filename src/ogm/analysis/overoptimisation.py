@@ -445,12 +445,17 @@ def run_events(
     return events
 
 
+def _number(x: float, digits: int = 2) -> str:
+    """``x`` to ``digits`` decimals; from 1,000 on in powers of ten (an RL-form peak far
+    beyond the data can be astronomically far)."""
+    if math.isinf(x):
+        return "∞"
+    return f"{x:.{digits}e}" if abs(x) >= 1000 else f"{x:.{digits}f}"
+
+
 def _interval(value: float, ci: tuple[float, float] | None, digits: int = 2) -> str:
-    text = "∞" if math.isinf(value) else f"{value:.{digits}f}"
-    if ci is None:
-        return text
-    low, high = ("∞" if math.isinf(x) else f"{x:.{digits}f}" for x in ci)
-    return f"{text} [{low}, {high}]"
+    text = _number(value, digits)
+    return text if ci is None else f"{text} [{_number(ci[0], digits)}, {_number(ci[1], digits)}]"
 
 
 def _gold(f: FamilyFit) -> str:
