@@ -418,9 +418,9 @@ def family_fits(
         if known and fit is None:
             reason = "fewer than two distances"
         d_reached = max(p.d for c in runs for p in c.points)
-        name_ = labels.get(name, name)
+        label = labels.get(name, name)
         out.append(
-            FamilyFit(world, name_, fit, d_reached, reason, _first_d(runs), _start_gold(known))
+            FamilyFit(world, label, fit, d_reached, reason, _first_d(runs), _start_gold(known))
         )
     return out
 
