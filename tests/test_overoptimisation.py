@@ -21,6 +21,7 @@ from ogm.analysis.overoptimisation import (
     peak_trends,
     run_events,
 )
+from ogm.analysis.report import _kl_series
 from ogm.analysis.runs import Run
 
 ALPHA, BETA = 1.2, 0.3
@@ -129,6 +130,18 @@ def test_the_fits_table_gives_the_start_the_range_of_d_and_far_peaks_in_powers_o
     assert row[2] == "0.200" and row[-2] == "0.57 to 2.83"
     assert row[8] == "148.41 [4.88, 1.84e+10]"  # d* = exp(0.06 / 0.01 - 1)
     assert row[9] == f"{0.01 * math.exp(5):.3f}"  # the gain at d*: beta d*
+
+
+def test_the_figure_draws_each_fit_from_pi_0s_gold():
+    """Agents that condition pi_0 differently start at different golds: the figure shows
+    levels, each fitted gain drawn from the start it is a gain over."""
+    d = np.array([0.0, 0.5, 1.0, 1.5])
+    fit = fit_gao("rl", d, gao_gain("rl", d, ALPHA, BETA))
+    family = FamilyFit("N=30", "OGM", fit, 1.5, d_first=0.5, start_gold=0.385)
+    series = _kl_series(d, 0.385 + gao_gain("rl", d, ALPHA, BETA), d, family)
+    assert series.fit_gold[0] == pytest.approx(0.385)
+    assert series.fit_gold[-1] == pytest.approx(0.385 + gao_gain("rl", 1.5, ALPHA, BETA))
+    assert len(_kl_series(d, d, d, FamilyFit("N=30", "OGM", None, 1.5)).fit_d) == 0
 
 
 def test_bad_input_is_refused_with_the_reason():

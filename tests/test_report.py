@@ -587,6 +587,18 @@ def test_every_variant_gets_its_own_style():
     assert plots.REFERENCE_LINESTYLE not in {s.linestyle for s in styles.values()}
 
 
+def test_an_agents_settings_are_shades_of_its_own_hue_from_light_to_dark():
+    sizes = {"best_of_n": 1, "ogm": 8, "ogm_feedback": 3, "kl_ppo": 4}
+    families = {f"{agent} {i}": agent for agent, n in sizes.items() for i in range(n)}
+    styles = plots.variant_styles(list(families), families)
+    assert len({(s.color, s.linestyle, s.marker) for s in styles.values()}) == len(families)
+    for agent, n in sizes.items():
+        colors = np.array([styles[f"{agent} {i}"].color[:3] for i in range(n)])
+        others = [s.color for name, s in styles.items() if families[name] != agent]
+        assert not {tuple(c) for c in colors} & {tuple(c[:3]) for c in others}
+        assert np.all(np.diff(colors.mean(axis=1)) < 0)  # each later setting darker
+
+
 def test_frontier_zooms_in_when_some_variants_are_far_away():
     near = {f"v{i}": (np.array([10.0 + i, 11.0]), np.array([9.0, 10.0 + i])) for i in range(4)}
     assert plots.far_points(near) == set()

@@ -49,6 +49,8 @@ FONTS = {
 LINESTYLES = ("-", "-.", ":")
 REFERENCE_LINESTYLE = "--"  # agents without an online phase only
 MARKERS = ("o", "s", "^", "D", "v", "<", "X")
+# sequential colour maps, one per agent family (``variant_styles``), hues far apart
+FAMILY_COLORMAPS = ("Greys", "Blues", "Oranges", "Reds", "Greens", "Purples")
 LEGEND_ROW_INCHES, TITLE_INCHES = 0.24, 0.45
 ZOOM_SHRINK = 0.5  # leaving out a far variant must halve the frontier's width or height
 NAMED_POINTS = 8  # frontier points carry names up to this many variants, numbers beyond
@@ -63,14 +65,29 @@ class Style:
     marker: str
 
 
-def variant_styles(names: list[str]) -> dict[str, Style]:
-    """One style per variant: ten colours, seven markers (70 distinct pairs), line styles
-    changing every ten variants."""
-    colors = plt.get_cmap("tab10").colors
-    return {
-        name: Style(colors[i % 10], LINESTYLES[(i // 10) % len(LINESTYLES)], MARKERS[i % 7])
-        for i, name in enumerate(names)
-    }
+def variant_styles(names: list[str], families: dict[str, str] | None = None) -> dict[str, Style]:
+    """One style per variant. Without ``families``: ten colours, seven markers (70 distinct
+    pairs), line styles changing every ten variants. With ``families`` (variant -> its
+    agent): each agent gets its own hue, its variants shades of it from light to dark and
+    markers in turn, so that a sweep of one agent reads as one family; the agent's line style
+    changes with every ``len(FAMILY_COLORMAPS)`` agents."""
+    if families is None:
+        colors = plt.get_cmap("tab10").colors
+        return {
+            name: Style(colors[i % 10], LINESTYLES[(i // 10) % len(LINESTYLES)], MARKERS[i % 7])
+            for i, name in enumerate(names)
+        }
+    members: dict[str, list[str]] = {}
+    for name in names:
+        members.setdefault(families.get(name, name), []).append(name)
+    styles = {}
+    for f, (_, group) in enumerate(members.items()):
+        cmap = plt.get_cmap(FAMILY_COLORMAPS[f % len(FAMILY_COLORMAPS)])
+        linestyle = LINESTYLES[(f // len(FAMILY_COLORMAPS)) % len(LINESTYLES)]
+        shades = np.linspace(0.45, 0.95, len(group)) if len(group) > 1 else [0.75]
+        for i, (name, shade) in enumerate(zip(group, shades, strict=True)):
+            styles[name] = Style(tuple(cmap(float(shade))), linestyle, MARKERS[i % len(MARKERS)])
+    return {name: styles[name] for name in names}
 
 
 def _fonts(plot: Callable[..., Path]) -> Callable[..., Path]:
@@ -525,22 +542,23 @@ def plot_discovery(
 @dataclass(frozen=True)
 class KLSeries:
     """One variant (or the best-of-n family: a point per ``n``) in one world: mean ``d`` and
-    mean gold and proxy gains over pi_0 at each point, and the fitted gold curve (``fit_d``,
-    ``fit_gain``; empty without a fit)."""
+    mean gold and proxy at each point, and the fitted gold curve (``fit_d``, ``fit_gold``;
+    empty without a fit)."""
 
     d: np.ndarray
     gold: np.ndarray
     proxy: np.ndarray
     fit_d: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    fit_gain: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fit_gold: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @_fonts
 def plot_overoptimisation(
     worlds: dict[str, dict[str, KLSeries]], styles: dict[str, Style], path: Path, title: str
 ) -> Path:
-    """Gold and proxy gains over the initial policy against ``d = sqrt(KL)``: a row per
-    world, gold on the left (with each fitted closed form dashed), proxy on the right."""
+    """Gold and proxy against ``d = sqrt(KL)`` from the initial policy, each curve from pi_0's
+    level at d = 0: a row per world, gold on the left (with each fitted closed form dashed),
+    proxy on the right."""
     entries = _in_order(styles, (name for series in worlds.values() for name in series))
     canvas = Canvas(len(worlds), 2, 2.9, title, entries)
     for (world, series), (gold_ax, proxy_ax) in zip(worlds.items(), canvas.axes, strict=True):
@@ -550,13 +568,12 @@ def plot_overoptimisation(
             gold_ax.plot(s.d, s.gold, ls=style.linestyle, label=name, **line)
             proxy_ax.plot(s.d, s.proxy, ls=style.linestyle, **line)
             if len(s.fit_d):
-                gold_ax.plot(s.fit_d, s.fit_gain, color=style.color, ls="--", lw=1.0, alpha=0.8)
+                gold_ax.plot(s.fit_d, s.fit_gold, color=style.color, ls="--", lw=1.0, alpha=0.8)
         where = f"{world}: " if world else ""
-        gold_ax.set_title(f"{where}gold gain (hidden performance)")
-        proxy_ax.set_title(f"{where}proxy gain (observed return)")
-        for ax in (gold_ax, proxy_ax):
-            ax.axhline(0.0, color="grey", lw=0.8)
+        gold_ax.set_title(f"{where}gold (hidden performance)")
+        proxy_ax.set_title(f"{where}proxy (observed return)")
+        for ax, quantity in ((gold_ax, "gold"), (proxy_ax, "proxy")):
             ax.set_xlabel("d = sqrt(KL(pi || pi_0)), nats^0.5")
-            ax.set_ylabel("gain over pi_0")
+            ax.set_ylabel(f"{quantity}, mean over seeds")
             ax.grid(alpha=0.3)
     return canvas.save(path)

@@ -701,12 +701,13 @@ def _hack_depth(out: Path, variants: list[Variant], experiment: dict | None) -> 
 
 
 def _mean_series(curves: list[overopt.KLCurve]) -> tuple[np.ndarray, ...]:
-    """Means over runs of ``d`` and of the gold and proxy gains at the evaluation points that
-    every run of the variant has (by environment steps)."""
-    gains = [c.gains for c in curves if c.start is not None]
-    shared = set.intersection(*({p.env_steps for p in g} for g in gains)) if gains else set()
+    """Means over runs of ``d``, the gold and the proxy at the evaluation points that every
+    run of the variant has (by environment steps), over the runs whose pi_0 level is known
+    (those the fits use)."""
+    known = [c.points for c in curves if c.start is not None]
+    shared = set.intersection(*({p.env_steps for p in g} for g in known)) if known else set()
     steps = sorted(shared)
-    at = [[next(p for p in g if p.env_steps == t) for g in gains] for t in steps]
+    at = [[next(p for p in g if p.env_steps == t) for g in known] for t in steps]
     return tuple(
         np.array([np.mean([getattr(p, key) for p in points]) for points in at])
         for key in ("d", "gold", "proxy")
@@ -730,11 +731,12 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
     events: list[list[str]] = []
     figure: dict[str, dict[str, plots.KLSeries]] = {}
     bon_label = "best-of-n (a point per n)"
+    agent_of = {bon_label: overopt.BEST_OF_N}  # label -> its agent, for the figure's colours
     for world, runs_of in by_world.items():
         config_labels = {name: labels[names[name]] for name in runs_of}
         world_fits = overopt.family_fits(world, runs_of, config_labels)
         fits += world_fits
-        fit_of = {f.name: f.fit for f in world_fits}
+        fit_of = {f.name: f for f in world_fits}
         series: dict[str, plots.KLSeries] = {}
         bon = [name for name, runs in runs_of.items() if runs[0].run.kind == overopt.BEST_OF_N]
         if bon:
@@ -751,6 +753,7 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
                 series[config_labels[name]] = _kl_series(
                     d, gold, proxy, fit_of.get(config_labels[name])
                 )
+                agent_of[config_labels[name]] = names[name].partition("__")[0]
             found = overopt.run_events([c for c in runs if c.start is not None])
             if found:
                 events.append(overopt.event_row(world, config_labels[name], found))
@@ -762,8 +765,9 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
             "known: pi_0's level comes from a run's own first point at d = 0 or from best-of-n "
             "runs of the same pi_0 (ogm.analysis.overoptimisation)."
         )
-    styles = plots.variant_styles(list(dict.fromkeys(n for s in figure.values() for n in s)))
-    title = "Gold and proxy gain against d = sqrt(KL(pi || pi_0))"
+    drawn = list(dict.fromkeys(n for s in figure.values() for n in s))
+    styles = plots.variant_styles(drawn, agent_of)
+    title = "Gold and proxy against d = sqrt(KL(pi || pi_0))"
     plots.plot_overoptimisation(figure, styles, out / "overoptimisation.png", title)
     fits_table = overopt.fits_table(fits)
     events_table = Table(overopt.EVENT_HEADER, events, keys=2)
@@ -779,12 +783,18 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
         "held-out episodes; greedy episodes are not a sample of the policy whose KL is "
         "measured), at the evaluation points all its seeds have. d = sqrt of the mean over "
         "the point's episodes of kl_to_init, each episode's summed exact KL(pi || pi_0) along "
-        "the contexts it visited (best-of-n: the analytic log n − (n−1)/n). Gains are over "
-        "pi_0 as the agent conditions it: best-of-n's candidates, OGM's round 0, for KL-PPO "
-        "the candidates of best-of-n runs of the same pi_0 (variants without a known level "
-        "are not drawn). Dashed: the fitted closed form of Gao et al. (2022), best-of-n "
-        "d(alpha − beta d) for the best-of-n family, RL d(alpha − beta log d) for each trained "
-        f"variant. PPO from scratch and BC have no pi_0 and are not drawn. {setup_text(variants)}"
+        "the contexts it visited (best-of-n: the analytic log n − (n−1)/n). Levels, not "
+        "gains: agents that condition pi_0 differently start apart. pi_0's level as the agent "
+        "conditions it is best-of-n's candidates (n = 1, at d = 0), OGM's round 0 (at d = 0), "
+        "for KL-PPO the candidates of best-of-n runs of the same pi_0 (its first evaluation "
+        "comes after training has begun); variants without a known level are not drawn. "
+        "Dashed: the fitted closed form of Gao et al. (2022) for the gold gain, drawn from "
+        "pi_0's gold at d = 0: best-of-n d(alpha − beta d) for the best-of-n family, RL "
+        "d(alpha − beta log d) for each trained variant. An agent that retrains its reward "
+        "model (OGM with feedback) reports the proxy of the model it has at each point, so "
+        "its proxy curve is on a moving scale. Colours: a hue per agent, shades for its "
+        "settings. PPO from scratch and BC have no pi_0 and are not drawn. "
+        f"{setup_text(variants)}"
     )
     note = (
         "Fits: least squares through the origin of the gold gain on every point of every seed, "
@@ -818,7 +828,7 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
     )
     return (
         trend_text
-        + _figure("overoptimisation.png", "gold and proxy gain against KL", caption)
+        + _figure("overoptimisation.png", "gold and proxy against KL", caption)
         + _note(note + _file_link("overoptimisation_fits.csv", "overoptimisation.md"))
         + fits_table.html()
         + (
@@ -899,12 +909,14 @@ def _overtaking(out: Path, variants: list[Variant]) -> str | None:
 
 
 def _kl_series(
-    d: np.ndarray, gold: np.ndarray, proxy: np.ndarray, fit: overopt.GaoFit | None
+    d: np.ndarray, gold: np.ndarray, proxy: np.ndarray, family: overopt.FamilyFit | None
 ) -> plots.KLSeries:
-    if fit is None:
+    """The figure's series, with the fitted gain drawn from pi_0's gold (the mean over seeds
+    that the fit is over)."""
+    if family is None or family.fit is None:
         return plots.KLSeries(d, gold, proxy)
     grid = np.linspace(0.0, float(d.max()), 50)
-    return plots.KLSeries(d, gold, proxy, grid, fit.predict(grid))
+    return plots.KLSeries(d, gold, proxy, grid, family.start_gold + family.fit.predict(grid))
 
 
 def _frontier(out: Path, variants: list[Variant], styles: dict) -> str:
