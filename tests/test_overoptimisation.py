@@ -17,6 +17,8 @@ from ogm.analysis.overoptimisation import (
     fits_table,
     gao_gain,
     gao_peak,
+    level_row,
+    mean_curve,
     overoptimisation,
     peak_trends,
     run_events,
@@ -138,10 +140,13 @@ def test_the_figure_draws_each_fit_from_pi_0s_gold():
     d = np.array([0.0, 0.5, 1.0, 1.5])
     fit = fit_gao("rl", d, gao_gain("rl", d, ALPHA, BETA))
     family = FamilyFit("N=30", "OGM", fit, 1.5, d_first=0.5, start_gold=0.385)
-    series = _kl_series(d, 0.385 + gao_gain("rl", d, ALPHA, BETA), d, family)
+    gold = 0.385 + gao_gain("rl", d, ALPHA, BETA)
+    points = [KLPoint(1024.0 * i, x, 1.0, g) for i, (x, g) in enumerate(zip(d, gold, strict=True))]
+    series = _kl_series(points, family)
+    assert np.array_equal(series.gold, gold) and np.array_equal(series.d, d)
     assert series.fit_gold[0] == pytest.approx(0.385)
     assert series.fit_gold[-1] == pytest.approx(0.385 + gao_gain("rl", 1.5, ALPHA, BETA))
-    assert len(_kl_series(d, d, d, FamilyFit("N=30", "OGM", None, 1.5)).fit_d) == 0
+    assert len(_kl_series(points, FamilyFit("N=30", "OGM", None, 1.5)).fit_d) == 0
 
 
 def test_bad_input_is_refused_with_the_reason():
@@ -191,3 +196,32 @@ def test_a_run_without_an_evaluation_at_step_0_starts_from_pi_0s_level():
     gains = KLCurve(run, points, start=(1.0, 1.0)).gains
     assert [(g.proxy, g.gold) for g in gains] == [(2.0, pytest.approx(-0.2)), (4.0, -0.5)]
     assert run_events([KLCurve(run, points[:1], start=None)]) == []  # one point: no event
+
+
+def test_the_levels_row_gives_the_best_gold_on_the_way_and_each_runs_change_from_its_start():
+    """Three runs from different starts: the mean curve is over the points all runs have, the
+    best gold is the mean curve's, and the change at the end is each run's from its own pi_0
+    (runs whose pi_0 is unknown are left out)."""
+    starts = [0.40, 0.38, 0.39]
+    curves = [
+        KLCurve(
+            Run(Path(f"ogm/seed_{s}"), "odt", "odt", s, "done", {}, {}),
+            [KLPoint(0.0, 0.0, 5.0, start), KLPoint(1024.0, 0.5, 6.0, start + 0.02)]
+            + [KLPoint(2048.0, 1.0, 9.0, start - 0.1 - 0.01 * s)]
+            + [KLPoint(3072.0, 1.2, 9.5, 0.0)] * (s == 0),  # a point the others lack
+            (5.0, start),
+        )
+        for s, start in enumerate(starts)
+    ]
+    unknown = KLCurve(Run(Path("ogm/seed_9"), "odt", "odt", 9, "done", {}, {}), [], None)
+    mean = mean_curve([*curves, unknown])
+    assert [p.env_steps for p in mean] == [0.0, 1024.0, 2048.0]
+    assert mean[1].gold == pytest.approx(np.mean(starts) + 0.02)
+    path = [(f"step {p.env_steps:.0f}", p) for p in mean]
+    row = level_row("N=30", "OGM", path, [*curves[1:], unknown])
+    assert row[2] == f"{np.mean(starts[1:]):.3f}"  # pi_0's gold over the runs at the end
+    assert row[3:6] == [f"{np.mean(starts) + 0.02:.3f}", "step 1024", "0.50"]
+    assert row[7].startswith("-0.115 [")  # IQM of -0.11 and -0.12 (two runs: their mean)
+    assert row[-2:] == ["1.00", "2"]
+    with pytest.raises(ValueError, match="no points with a known pi_0 level"):
+        level_row("N=30", "OGM", path, [unknown])

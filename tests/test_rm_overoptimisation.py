@@ -220,7 +220,17 @@ def test_the_report_reads_gold_and_proxy_against_the_distance_from_pi_0(out: Pat
             "OGM feedback label budget 40, labels per round 16",
             "KL-PPO",
         ] * 2
+    with (page.parent / "overoptimisation_levels.csv").open() as handle:
+        levels = list(csv.DictReader(handle))
+    assert [(r["world"], r["agent"]) for r in levels] == [(r["world"], r["agent"]) for r in fits]
+    for row in levels:  # one seed: the end's change is that run's, and it starts at pi_0
+        if row["agent"] == "OGM":
+            assert row["pi_0's gold"] == f"{starts[(row['world'], 'OGM')]:.3f}"
+        change = float(row["change from pi_0, IQM [95% CI]"].split()[0])
+        assert float(row["gold at the end, IQM [95% CI]"].split()[0]) == pytest.approx(
+            float(row["pi_0's gold"]) + change, abs=2e-3
+        )
     # the same tables as Markdown, for a document
     markdown = (page.parent / "overoptimisation.md").read_text()
-    assert markdown.count("| pairs=30 | best-of-n |") == 1 and "<b>" not in markdown
-    assert markdown.count("| pairs=100 | OGM |") == 2  # in the fits and in the events
+    assert markdown.count("| pairs=30 | best-of-n |") == 2 and "<b>" not in markdown
+    assert markdown.count("| pairs=100 | OGM |") == 3  # in the levels, fits and events

@@ -56,6 +56,7 @@ import numpy as np
 
 from ogm.analysis.findings import Table, Variant, steps_text
 from ogm.analysis.runs import SAMPLED, Run, read_table
+from ogm.analysis.stats import iqm_ci
 
 Form = Literal["bon", "rl"]
 _LOG_FLOAT_MAX = math.log(sys.float_info.max)
@@ -423,6 +424,71 @@ def family_fits(
             FamilyFit(world, label, fit, d_reached, reason, _first_d(runs), _start_gold(known))
         )
     return out
+
+
+MEANS = ("d", "proxy", "gold")  # what mean_curve averages (gold_se has no mean over runs)
+
+
+def mean_curve(curves: Sequence[KLCurve]) -> list[KLPoint]:
+    """The means over runs of each evaluation point that every run has (by environment
+    steps), over the runs whose pi_0 level is known (those the fits use)."""
+    known = [c.points for c in curves if c.start is not None]
+    if not known:
+        return []
+    shared = set.intersection(*({p.env_steps for p in points} for points in known))
+    means = []
+    for t in sorted(shared):
+        at = [next(p for p in points if p.env_steps == t) for points in known]
+        means.append(KLPoint(t, *(float(np.mean([getattr(p, f) for p in at])) for f in MEANS)))
+    return means
+
+
+def level_row(
+    world: str,
+    name: str,
+    path: Sequence[tuple[str, KLPoint]],
+    end: Sequence[KLCurve],
+    seed: int = 0,
+) -> list[str]:
+    """One row of the levels table: where an agent takes the gold from pi_0's level.
+
+    ``path`` is the agent's mean over seeds at each stage, in order, with a label for where
+    it is (a trained variant's evaluation points; best-of-n's ``n``); ``end`` the runs at its
+    last stage, whose last points give the gold at the end and each run's change from its own
+    pi_0 (IQM over runs with a 95% stratified-bootstrap interval).
+    """
+    known = [c for c in end if c.start is not None]
+    if not path or not known:
+        raise ValueError(f"{name}: no points with a known pi_0 level")
+    where, best = max(path, key=lambda item: item[1].gold)
+    final = iqm_ci(np.array([c.points[-1].gold for c in known]), seed=seed)
+    change = iqm_ci(np.array([c.points[-1].gold - c.start[1] for c in known]), seed=seed)
+    return [
+        world,
+        name,
+        f"{np.mean([c.start[1] for c in known]):.3f}",
+        f"{best.gold:.3f}",
+        where,
+        f"{best.d:.2f}",
+        f"{final.value:.3f} [{final.low:.3f}, {final.high:.3f}]",
+        f"{change.value:+.3f} [{change.low:+.3f}, {change.high:+.3f}]",
+        f"{path[-1][1].d:.2f}",
+        f"{final.n}",
+    ]
+
+
+LEVEL_HEADER = [
+    "world",
+    "agent",
+    "pi_0's gold",
+    "best gold on the way",
+    "where",
+    "d there",
+    "gold at the end, IQM [95% CI]",
+    "change from pi_0, IQM [95% CI]",
+    "d at the end",
+    "seeds",
+]
 
 
 def run_events(

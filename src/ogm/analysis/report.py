@@ -29,7 +29,7 @@ import html
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -53,6 +53,7 @@ from ogm.analysis.findings import (
     measure,
     runs_table,
     span_text,
+    steps_text,
 )
 from ogm.analysis.runs import (
     MODES,
@@ -700,20 +701,6 @@ def _hack_depth(out: Path, variants: list[Variant], experiment: dict | None) -> 
     )
 
 
-def _mean_series(curves: list[overopt.KLCurve]) -> tuple[np.ndarray, ...]:
-    """Means over runs of ``d``, the gold and the proxy at the evaluation points that every
-    run of the variant has (by environment steps), over the runs whose pi_0 level is known
-    (those the fits use)."""
-    known = [c.points for c in curves if c.start is not None]
-    shared = set.intersection(*({p.env_steps for p in g} for g in known)) if known else set()
-    steps = sorted(shared)
-    at = [[next(p for p in g if p.env_steps == t) for g in known] for t in steps]
-    return tuple(
-        np.array([np.mean([getattr(p, key) for p in points]) for points in at])
-        for key in ("d", "gold", "proxy")
-    )
-
-
 def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | None) -> str | None:
     curves = overopt.kl_curves(variants)
     points = [p for runs in curves.values() for c in runs for p in c.points]
@@ -729,6 +716,7 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
         by_world.setdefault(worlds.get(name, ""), {})[name] = runs
     fits: list[overopt.FamilyFit] = []
     events: list[list[str]] = []
+    levels: list[list[str]] = []
     figure: dict[str, dict[str, plots.KLSeries]] = {}
     bon_label = "best-of-n (a point per n)"
     agent_of = {bon_label: overopt.BEST_OF_N}  # label -> its agent, for the figure's colours
@@ -739,24 +727,25 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
         fit_of = {f.name: f for f in world_fits}
         series: dict[str, plots.KLSeries] = {}
         bon = [name for name, runs in runs_of.items() if runs[0].run.kind == overopt.BEST_OF_N]
-        if bon:
-            means = [_mean_series(runs_of[name]) for name in bon]
-            means = sorted((m for m in means if len(m[0])), key=lambda m: float(m[0][0]))
-            if means:
-                d, gold, proxy = (np.concatenate([m[i] for m in means]) for i in range(3))
-                series[bon_label] = _kl_series(d, gold, proxy, fit_of.get("best-of-n"))
+        # best-of-n: a stage per n, in the order of d (each n's mean over seeds)
+        stages = [(name, p) for name in bon for p in overopt.mean_curve(runs_of[name])]
+        stages.sort(key=lambda stage: stage[1].d)
+        if stages:
+            path = [(f"n = {runs_of[name][0].run.config.get('n')}", p) for name, p in stages]
+            series[bon_label] = _kl_series([p for _, p in path], fit_of.get("best-of-n"))
+            levels.append(overopt.level_row(world, "best-of-n", path, runs_of[stages[-1][0]]))
         for name, runs in runs_of.items():
             if name in bon:
                 continue
-            d, gold, proxy = _mean_series(runs)
-            if len(d):
-                series[config_labels[name]] = _kl_series(
-                    d, gold, proxy, fit_of.get(config_labels[name])
-                )
-                agent_of[config_labels[name]] = names[name].partition("__")[0]
+            label = config_labels[name]
+            if mean := overopt.mean_curve(runs):
+                series[label] = _kl_series(mean, fit_of.get(label))
+                agent_of[label] = names[name].partition("__")[0]
+                path = [(f"step {steps_text(p.env_steps)}", p) for p in mean]
+                levels.append(overopt.level_row(world, label, path, runs))
             found = overopt.run_events([c for c in runs if c.start is not None])
             if found:
-                events.append(overopt.event_row(world, config_labels[name], found))
+                events.append(overopt.event_row(world, label, found))
         if series:
             figure[world] = series
     if not figure:
@@ -771,11 +760,13 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
     plots.plot_overoptimisation(figure, styles, out / "overoptimisation.png", title)
     fits_table = overopt.fits_table(fits)
     events_table = Table(overopt.EVENT_HEADER, events, keys=2)
+    levels_table = Table(overopt.LEVEL_HEADER, levels, keys=2)
     if set(by_world) == {""}:  # no environment sweep: no world column
-        fits_table, events_table = (
+        levels_table, fits_table, events_table = (
             Table(t.header[1:], [row[1:] for row in t.rows], keys=1)
-            for t in (fits_table, events_table)
+            for t in (levels_table, fits_table, events_table)
         )
+    levels_table.write_csv(out / "overoptimisation_levels.csv")
     fits_table.write_csv(out / "overoptimisation_fits.csv")
     events_table.write_csv(out / "overoptimisation_events.csv")
     caption = (
@@ -822,13 +813,32 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
         if trends
         else ""
     )
+    level_note = (
+        "Where each agent takes the gold from pi_0's level: the best gold of its mean over "
+        "seeds on the way (at an evaluation point of training; best-of-n: at an n), and the "
+        "gold of its last evaluation point (best-of-n: the largest n), with each run's change "
+        "from its own pi_0's gold; IQM over seeds with 95% stratified-bootstrap intervals. "
+        "pi_0's gold here is the mean over the runs at the end (best-of-n: those of its "
+        "largest n, whose candidates are the most), so it can differ in the last digit from "
+        "the fits' mean over all runs. Sampled evaluation episodes, as in the figure."
+    )
     _write_markdown(
         out / "overoptimisation.md",
-        [trend_text, caption, note, fits_table, *([event_note, events_table] if events else [])],
+        [
+            trend_text,
+            caption,
+            level_note,
+            levels_table,
+            note,
+            fits_table,
+            *([event_note, events_table] if events else []),
+        ],
     )
     return (
         trend_text
         + _figure("overoptimisation.png", "gold and proxy against KL", caption)
+        + _note(level_note + _file_link("overoptimisation_levels.csv"))
+        + levels_table.html()
         + _note(note + _file_link("overoptimisation_fits.csv", "overoptimisation.md"))
         + fits_table.html()
         + (
@@ -909,10 +919,11 @@ def _overtaking(out: Path, variants: list[Variant]) -> str | None:
 
 
 def _kl_series(
-    d: np.ndarray, gold: np.ndarray, proxy: np.ndarray, family: overopt.FamilyFit | None
+    points: Sequence[overopt.KLPoint], family: overopt.FamilyFit | None
 ) -> plots.KLSeries:
-    """The figure's series, with the fitted gain drawn from pi_0's gold (the mean over seeds
-    that the fit is over)."""
+    """The figure's series through mean ``points``, with the fitted gain drawn from pi_0's
+    gold (the mean over seeds that the fit is over)."""
+    d, proxy, gold = (np.array([getattr(p, key) for p in points]) for key in overopt.MEANS)
     if family is None or family.fit is None:
         return plots.KLSeries(d, gold, proxy)
     grid = np.linspace(0.0, float(d.max()), 50)
