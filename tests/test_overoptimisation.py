@@ -131,7 +131,10 @@ def test_the_fits_table_gives_the_start_the_range_of_d_and_far_peaks_in_powers_o
     row = fits_table([FamilyFit("N=30", "KL-PPO", far, 2.83, d_first=0.57, start_gold=0.2)]).rows[0]
     assert row[2] == "0.200" and row[-2] == "0.57 to 2.83"
     assert row[8] == "148.41 [4.88, 1.84e+10]"  # d* = exp(0.06 / 0.01 - 1)
-    assert row[9] == f"{0.01 * math.exp(5):.3f}"  # the gain at d*: beta d*
+    gain = 0.01 * math.exp(5)  # at d*: beta d*
+    assert row[9] == f"{0.2 + gain:.3f} (+{gain:.3f})"
+    unknown = FamilyFit("N=30", "KL-PPO", far, 2.83, d_first=0.57)
+    assert fits_table([unknown]).rows[0][9] == f"{gain:.3f}"
 
 
 def test_the_figure_draws_each_fit_from_pi_0s_gold():

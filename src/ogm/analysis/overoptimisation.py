@@ -528,6 +528,15 @@ def _gold(f: FamilyFit) -> str:
     return "" if math.isnan(f.start_gold) else f"{f.start_gold:.3f}"
 
 
+def _peak_gold(f: FamilyFit) -> str:
+    """The gold at the fitted peak, with the gain over pi_0 it is (the gain alone when pi_0's
+    gold is unknown)."""
+    gain = f.fit.gain_peak if f.fit is not None else math.nan
+    if math.isinf(gain):
+        return "∞"
+    return f"{gain:.3f}" if math.isnan(f.start_gold) else f"{f.start_gold + gain:.3f} ({gain:+.3f})"
+
+
 def _measured(f: FamilyFit) -> str:
     return f"{f.d_first:.2f} to {f.d_reached:.2f}"
 
@@ -553,7 +562,7 @@ def fits_table(fits: Sequence[FamilyFit]) -> Table:
                 _interval(g.beta, g.beta_ci),
                 f"{g.r2:.2f}",
                 _interval(g.d_peak, g.d_peak_ci),
-                "∞" if math.isinf(g.gain_peak) else f"{g.gain_peak:.3f}",
+                _peak_gold(f),
                 _measured(f),
                 "",
             ]
@@ -568,7 +577,7 @@ def fits_table(fits: Sequence[FamilyFit]) -> Table:
         "beta [95% CI]",
         "R²",
         "peak d* [95% CI]",
-        "gold gain at d*",
+        "gold at d* (gain)",
         "d measured (> 0)",
         "no fit because",
     ]
