@@ -56,7 +56,7 @@ import numpy as np
 
 from ogm.analysis.findings import Table, Variant, steps_text
 from ogm.analysis.runs import SAMPLED, Run, read_table
-from ogm.analysis.stats import iqm_ci
+from ogm.analysis.stats import MIN_SEEDS_FOR_CI, iqm_ci
 
 Form = Literal["bon", "rl"]
 _LOG_FLOAT_MAX = math.log(sys.float_info.max)
@@ -455,14 +455,24 @@ def level_row(
     ``path`` is the agent's mean over seeds at each stage, in order, with a label for where
     it is (a trained variant's evaluation points; best-of-n's ``n``); ``end`` the runs at its
     last stage, whose last points give the gold at the end and each run's change from its own
-    pi_0 (IQM over runs with a 95% stratified-bootstrap interval).
+    pi_0 (IQM over runs with a 95% stratified-bootstrap interval; with fewer than
+    ``MIN_SEEDS_FOR_CI`` runs, their range, named so).
     """
     known = [c for c in end if c.start is not None]
     if not path or not known:
         raise ValueError(f"{name}: no points with a known pi_0 level")
     where, best = max(path, key=lambda item: item[1].gold)
-    final = iqm_ci(np.array([c.points[-1].gold for c in known]), seed=seed)
-    change = iqm_ci(np.array([c.points[-1].gold - c.start[1] for c in known]), seed=seed)
+    finals = np.array([c.points[-1].gold for c in known])
+    changes = finals - np.array([c.start[1] for c in known])
+
+    def estimate(values: np.ndarray, sign: str = "") -> str:
+        e = iqm_ci(values, seed=seed)
+        if len(values) < MIN_SEEDS_FOR_CI:  # too few runs for an interval: say their range
+            return (
+                f"{e.value:{sign}.3f} (range {values.min():{sign}.3f} to {values.max():{sign}.3f})"
+            )
+        return f"{e.value:{sign}.3f} [{e.low:{sign}.3f}, {e.high:{sign}.3f}]"
+
     return [
         world,
         name,
@@ -470,10 +480,10 @@ def level_row(
         f"{best.gold:.3f}",
         where,
         f"{best.d:.2f}",
-        f"{final.value:.3f} [{final.low:.3f}, {final.high:.3f}]",
-        f"{change.value:+.3f} [{change.low:+.3f}, {change.high:+.3f}]",
+        estimate(finals),
+        estimate(changes, "+"),
         f"{path[-1][1].d:.2f}",
-        f"{final.n}",
+        f"{len(known)}",
     ]
 
 
@@ -528,10 +538,9 @@ def _gold(f: FamilyFit) -> str:
     return "" if math.isnan(f.start_gold) else f"{f.start_gold:.3f}"
 
 
-def _peak_gold(f: FamilyFit) -> str:
-    """The gold at the fitted peak, with the gain over pi_0 it is (the gain alone when pi_0's
-    gold is unknown)."""
-    gain = f.fit.gain_peak if f.fit is not None else math.nan
+def _peak_gold(f: FamilyFit, gain: float) -> str:
+    """The gold at the fitted peak (``gain`` over pi_0), with that gain (the gain alone when
+    pi_0's gold is unknown)."""
     if math.isinf(gain):
         return "∞"
     return f"{gain:.3f}" if math.isnan(f.start_gold) else f"{f.start_gold + gain:.3f} ({gain:+.3f})"
@@ -562,7 +571,7 @@ def fits_table(fits: Sequence[FamilyFit]) -> Table:
                 _interval(g.beta, g.beta_ci),
                 f"{g.r2:.2f}",
                 _interval(g.d_peak, g.d_peak_ci),
-                _peak_gold(f),
+                _peak_gold(f, g.gain_peak),
                 _measured(f),
                 "",
             ]
