@@ -121,9 +121,16 @@ def test_a_peak_below_the_smallest_measured_distance_is_not_compared():
     falling = fit_gao("rl", d, gao_gain("rl", d, -0.06, 0.04))  # as OGM's fits at N = 30
     assert falling.d_peak == pytest.approx(math.exp(-0.06 / 0.04 - 1))  # 0.08
     low = FamilyFit("N=30", "OGM", falling, 1.0, d_first=0.4)
-    (line,) = peak_trends([low, FamilyFit("N=300", "OGM", _fit_at("N=300", 0.5, 1.0).fit, 1.0)])
+    high = FamilyFit("N=300", "OGM", _fit_at("N=300", 0.5, 1.0).fit, 1.0)
+    (line,) = peak_trends([low, high])
+    assert line.startswith("Fewer than two worlds with a fitted peak within the d measured")
+    assert line.endswith(": OGM.")
+    # with a second peak inside its range the agent gets its own sentence, the low one named
+    higher = FamilyFit("N=3000", "OGM", _fit_at("N=3000", 0.8, 1.0).fit, 1.0)
+    (line,) = peak_trends([low, high, higher])
+    assert line.endswith("N=300: 0.50; N=3000: 0.80; it moves out at every step.")
     assert f"N=30: peak {falling.d_peak:.2f} below the smallest d measured (0.40)" in line
-    assert line.endswith("fewer than two peaks within the d measured, nothing to compare.")
+    assert fits_table([low]).rows[0][9] == "d* below the d measured"
 
 
 def test_the_fits_table_gives_the_start_the_range_of_d_and_far_peaks_in_powers_of_ten():
@@ -131,9 +138,12 @@ def test_the_fits_table_gives_the_start_the_range_of_d_and_far_peaks_in_powers_o
     row = fits_table([FamilyFit("N=30", "KL-PPO", far, 2.83, d_first=0.57, start_gold=0.2)]).rows[0]
     assert row[2] == "0.200" and row[-2] == "0.57 to 2.83"
     assert row[8] == "148.41 [4.88, 1.84e+10]"  # d* = exp(0.06 / 0.01 - 1)
-    gain = 0.01 * math.exp(5)  # at d*: beta d*
-    assert row[9] == f"{0.2 + gain:.3f} (+{gain:.3f})"
-    unknown = FamilyFit("N=30", "KL-PPO", far, 2.83, d_first=0.57)
+    assert row[9] == "d* beyond the d measured"  # the form's value there is an extrapolation
+    near = GaoFit("rl", 0.06, 0.05, 0.5, 0.01, 80, 10, (0.05, 0.07), (0.0, 0.1), (1.0, 1.5))
+    gain = 0.05 * math.exp(0.06 / 0.05 - 1)  # at d*: beta d*
+    measured = FamilyFit("N=30", "KL-PPO", near, 2.83, d_first=0.57, start_gold=0.2)
+    assert fits_table([measured]).rows[0][9] == f"{0.2 + gain:.3f} (+{gain:.3f})"
+    unknown = FamilyFit("N=30", "KL-PPO", near, 2.83, d_first=0.57)
     assert fits_table([unknown]).rows[0][9] == f"{gain:.3f}"
 
 

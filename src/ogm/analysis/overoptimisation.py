@@ -540,9 +540,13 @@ def _gold(f: FamilyFit) -> str:
 
 def _peak_gold(f: FamilyFit, gain: float) -> str:
     """The gold at the fitted peak (``gain`` over pi_0), with that gain (the gain alone when
-    pi_0's gold is unknown)."""
-    if math.isinf(gain):
-        return "∞"
+    pi_0's gold is unknown); only where the peak lies within the d measured, since the form's
+    value anywhere else is an extrapolation (a near-flat RL fit puts d* at 10^6)."""
+    d_peak = f.fit.d_peak if f.fit is not None else math.nan
+    if not d_peak <= f.d_reached:
+        return "d* beyond the d measured"
+    if d_peak < f.d_first:
+        return "d* below the d measured"
     return f"{gain:.3f}" if math.isnan(f.start_gold) else f"{f.start_gold + gain:.3f} ({gain:+.3f})"
 
 
@@ -642,11 +646,12 @@ def peak_trends(fits: Sequence[FamilyFit]) -> list[str]:
     order of the worlds (the environment sweep's), and whether it moves out along them.
     Only peaks inside the range of d the agent was measured at are compared: a fitted peak
     beyond the largest d (or none, d* infinite) is an extrapolation, and so is one below the
-    smallest d > 0, where the RL form is known not to hold (module doc)."""
+    smallest d > 0, where the RL form is known not to hold (module doc). Agents with fewer
+    than two such peaks are named together in a last sentence."""
     by_name: dict[str, list[FamilyFit]] = {}
     for f in fits:
         by_name.setdefault(f.name, []).append(f)
-    lines = []
+    lines, uncompared = [], []
     for name, found in by_name.items():
         if len(found) < 2:
             continue
@@ -666,8 +671,9 @@ def peak_trends(fits: Sequence[FamilyFit]) -> list[str]:
                 parts.append(f"{f.world}: no peak within the d reached (up to {f.d_reached:.2f})")
         steps = np.diff(seen)
         if len(seen) < 2:
-            trend = "fewer than two peaks within the d measured, nothing to compare"
-        elif np.all(steps > 0):
+            uncompared.append(name)
+            continue
+        if np.all(steps > 0):
             trend = "it moves out at every step"
         elif np.all(steps < 0):
             trend = "it moves in at every step"
@@ -678,6 +684,11 @@ def peak_trends(fits: Sequence[FamilyFit]) -> list[str]:
         else:
             trend = "it does not move out from the first of these worlds to the last"
         lines.append(f"{name}: fitted peak d* {'; '.join(parts)}; {trend}.")
+    if uncompared:
+        lines.append(
+            "Fewer than two worlds with a fitted peak within the d measured, nothing to compare "
+            f"(the fits table has each world's d*): {'; '.join(uncompared)}."
+        )
     return lines
 
 

@@ -50,7 +50,7 @@ LINESTYLES = ("-", "-.", ":")
 REFERENCE_LINESTYLE = "--"  # agents without an online phase only
 MARKERS = ("o", "s", "^", "D", "v", "<", "X")
 # sequential colour maps, one per agent family (``variant_styles``), hues far apart
-FAMILY_COLORMAPS = ("Greys", "Blues", "Oranges", "Reds", "Greens", "Purples")
+FAMILY_COLORMAPS = ("Greys", "Blues", "Greens", "Reds", "Oranges", "Purples")
 LEGEND_ROW_INCHES, TITLE_INCHES = 0.24, 0.45
 ZOOM_SHRINK = 0.5  # leaving out a far variant must halve the frontier's width or height
 NAMED_POINTS = 8  # frontier points carry names up to this many variants, numbers beyond
@@ -184,7 +184,7 @@ class Canvas:
                 frameon=False,
                 bbox_to_anchor=(0.5, 0.0),
             )
-        self.fig.tight_layout(rect=(0, self.legend_inches / height, 1, 1))  # leaves the title room
+        self.fig.tight_layout(rect=(0, self.legend_inches / height, 1, 1 - TITLE_INCHES / height))
         self.fig.savefig(path, dpi=DPI)
         plt.close(self.fig)
         return path

@@ -795,7 +795,8 @@ def _overoptimisation(out: Path, variants: list[Variant], experiment: dict | Non
         "95% percentile-bootstrap intervals that resample seeds (1,000 resamples); R² is the "
         "share of the gains' variance the form explains; d* the fitted peak (∞: the fit never "
         "turns down within any d; a d* below the smallest d measured lies where the RL form "
-        "is known not to hold, and is not compared across worlds)."
+        "is known not to hold, and is not compared across worlds; the gold at d* is given only "
+        "where d* lies within the d measured)."
     )
     event_note = (
         "Over-optimisation as an event (sampled evaluation points on the environment-step "
