@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ogm.agents import make_strategy
@@ -59,6 +59,15 @@ def test_exp_tilted_weights_in_units_of_the_bins_range_before_any_return(probs, 
     np.testing.assert_allclose(target, expected / expected.sum(axis=1, keepdims=True), atol=1e-9)
 
 
+@pytest.mark.parametrize("observed", [[1.0], [1.0, 1.0 + 1e-12], [0.0, 2.2250738585072014e-308]])
+def test_exp_tilted_unit_is_never_narrower_than_a_bin(observed):
+    strategy = ExpTilted(3.0)
+    strategy.observe(observed)
+    assert strategy.return_unit(CENTERS) == (min(observed), 1.0)  # CENTERS are 1 apart
+    strategy.observe([3.0])
+    assert strategy.return_unit(CENTERS) == (min(observed), 3.0 - min(observed))
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     return_distributions(),
@@ -66,6 +75,9 @@ def test_exp_tilted_weights_in_units_of_the_bins_range_before_any_return(probs, 
         st.floats(-4.0, 8.0).filter(lambda r: abs(r % 1 - 0.5) > 1e-6), min_size=1, max_size=6
     ),
     st.sampled_from(["prior", "quantilizer:0.3", "quantilizer:1", "exp_tilted:3", "exp_tilted:-2"]),
+)
+@example(  # a range of 2e-308 once made exp_tilted's unit overflow to inf, and its targets NaN
+    np.eye(8)[[7]], [0.0, 2.2250738585072014e-308], "exp_tilted:3"
 )
 def test_sampling_strategies_only_ask_for_supported_returns(probs, observed, spec):
     """Mass only on bins holding an observed return (returns beyond the bins count for the

@@ -14,7 +14,8 @@ Every strategy turns the model's return distribution at the start of an episode,
   mass, so no target lies below it;
 - ``exp_tilted:kappa``: a return drawn from the supported bins with probability
   proportional to ``P(R | s_0) exp(kappa x(R))``, where ``x(R) = (R - lo) / (hi - lo)``
-  measures R in units of the observed return range ``[lo, hi]`` (remark 1c, appendix).
+  measures R in units of the observed return range ``[lo, hi]`` (remark 1c, appendix),
+  never narrower than one bin.
   ``kappa`` is therefore comparable across games: the best return seen is ``e^kappa``
   times as favoured as the worst, whether returns span 7 or 200. See *The KL-regularised
   optimum* below for what this policy is, and when;
@@ -232,10 +233,15 @@ class ExpTilted(ConditioningStrategy):
         return float(param)
 
     def return_unit(self, bin_centers: np.ndarray) -> tuple[float, float]:
-        """``(lo, hi - lo)``: the observed return range, or the bins' before any return."""
-        values = np.asarray(self.returns or bin_centers, dtype=np.float64)
+        """``(lo, hi - lo)``: the observed return range, or the bins' before any return; no
+        narrower than one bin, the resolution at which targets are drawn (a narrower range
+        would tilt adjacent bins by more than e^kappa, and overflow as it nears 0)."""
+        centers = np.asarray(bin_centers, dtype=np.float64)
+        values = np.asarray(self.returns, dtype=np.float64) if self.returns else centers
         lo, span = float(values.min()), float(values.max() - values.min())
-        return lo, span if span > 0 else 1.0
+        gaps = np.diff(np.sort(centers))
+        resolution = float(gaps[gaps > 0].min()) if np.any(gaps > 0) else 1.0
+        return lo, max(span, resolution)
 
     def target_probs(self, return_probs, bin_centers) -> np.ndarray:
         lo, span = self.return_unit(bin_centers)
