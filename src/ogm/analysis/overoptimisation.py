@@ -542,7 +542,7 @@ def _peak_gold(f: FamilyFit, gain: float) -> str:
     """The gold at the fitted peak (``gain`` over pi_0), with that gain (the gain alone when
     pi_0's gold is unknown); only where the peak lies within the d measured, since the form's
     value anywhere else is an extrapolation (a near-flat RL fit puts d* at 10^6)."""
-    d_peak = f.fit.d_peak if f.fit is not None else math.nan
+    d_peak = f.fit.d_peak
     if not d_peak <= f.d_reached:
         return "d* beyond the d measured"
     if d_peak < f.d_first:
