@@ -43,7 +43,7 @@ SKIPPED = {
     "ogm run hack-depth --set 'environment.sweep.k=[1, 2, 3, 4, 5, 6]' --workers": "the 10-seed "
     "hack-depth grid: 900 runs, about 12 hours of run time",
     "ogm run rm-overoptimisation --workers": "the 10-seed over-optimisation grid: 1,150 runs, "
-    "about 5 hours with 2 workers",
+    "22 hours of run time, about 11 with 2 workers",
     "ogm run my_experiment.toml --backend ray": "starts a Ray cluster",
     "ogm data info D4RL/": "needs that dataset downloaded into the local Minari root",
     "python scripts/reference_baselines.py": "about 6 minutes of PPO training",
